@@ -1,0 +1,273 @@
+"""Column typing and preprocessing, fitted on the train split only and saved as JSON.
+
+Fitted state lives in attributes ending in ``_`` (scikit-learn's habit) and round-trips through
+:meth:`Preprocessor.to_dict` / :meth:`Preprocessor.from_dict`; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tensorsmith.errors import DataError
+
+__all__ = ["FEATURE_TYPES", "Encoded", "Preprocessor", "infer_type"]
+
+FEATURE_TYPES = ("number", "category", "binary", "text")
+_TRUE = {"yes", "true", "y", "t", "1", "1.0"}
+_FALSE = {"no", "false", "n", "f", "0", "0.0"}
+
+
+def infer_type(series: pd.Series) -> str:
+    """number, binary (yes/no, true/false, 0/1), category or text (long free-form strings)."""
+    values = series.dropna()
+    if pd.api.types.is_bool_dtype(series):
+        return "binary"
+    if pd.api.types.is_numeric_dtype(series):
+        return "binary" if len(values) and set(values.unique()) <= {0, 1} else "number"
+    lowered = {str(v).strip().lower() for v in values.unique()}
+    if lowered and lowered <= (_TRUE | _FALSE) and len(lowered) <= 2:
+        return "binary"
+    numeric = pd.to_numeric(values, errors="coerce")
+    if len(values) and numeric.notna().all():
+        return "number"
+    text = values.astype(str)
+    many = values.nunique() > max(50, 0.5 * len(values))
+    if many and (text.str.len().mean() > 20 or text.str.contains(" ").mean() > 0.5):
+        return "text"
+    return "category"
+
+
+def _rows(mask: np.ndarray | pd.Series) -> str:
+    idx = np.flatnonzero(np.asarray(mask)) + 1
+    shown = ", ".join(str(i) for i in idx[:10])
+    more = f" and {len(idx) - 10} more" if len(idx) > 10 else ""
+    return f"{shown}{more}"
+
+
+def _binary_codes(series: pd.Series) -> pd.Series:
+    """1.0 / 0.0 / NaN for yes-no style values (unknown words become NaN, then imputed)."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        return pd.to_numeric(series, errors="coerce").astype(float).where(lambda s: s.isin([0, 1]))
+    low = series.astype("string").str.strip().str.lower()
+    out = pd.Series(np.nan, index=series.index, dtype=float)
+    out[low.isin(_TRUE)] = 1.0
+    out[low.isin(_FALSE)] = 0.0
+    return out
+
+
+@dataclass
+class Encoded:
+    """Model inputs for a frame: numeric matrix and category indices (embedding mode)."""
+
+    x: np.ndarray  # (N, D) float32
+    cat: np.ndarray | None  # (N, C) int64, 0 = unknown category
+    y: np.ndarray | None  # (N,) float32 (regression, scaled) or int64 (class index)
+
+
+class Preprocessor:
+    """Imputation, scaling, category and target encoding, fitted on the train split."""
+
+    def __init__(
+        self,
+        task: str,
+        target: str,
+        features: list[str],
+        types: dict[str, str],
+        impute: str = "median",
+        scale: str = "standard",
+        categorical: str = "onehot",
+        target_transform: str = "none",
+    ) -> None:
+        self.task = task
+        self.target = target
+        self.features = features
+        self.types = types
+        self.impute = impute
+        self.scale = scale
+        self.categorical = categorical
+        self.target_transform = target_transform
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, df: pd.DataFrame) -> Preprocessor:
+        self.columns_: list[dict[str, Any]] = []
+        for name in self.features:
+            kind = self.types[name]
+            col = df[name]
+            if kind == "number":
+                self.columns_.append(self._fit_number(name, col))
+            elif kind == "binary":
+                codes = _binary_codes(col)
+                fill = float(codes.mode().iloc[0]) if codes.notna().any() else 0.0
+                self.columns_.append({"name": name, "type": "binary", "fill": fill})
+            elif kind == "category":
+                values = col.dropna().astype(str)
+                cats = sorted(values.unique().tolist())
+                fill = str(values.mode().iloc[0]) if len(values) else None
+                self.columns_.append(
+                    {"name": name, "type": "category", "categories": cats, "fill": fill}
+                )
+        self.target_ = self._fit_target(df[self.target])
+        return self
+
+    def _fit_number(self, name: str, col: pd.Series) -> dict[str, Any]:
+        values = pd.to_numeric(col, errors="coerce").astype(float)
+        if not np.isfinite(values.dropna()).all():
+            raise DataError(f"column '{name}' has infinite values in rows {_rows(np.isinf(values))}")
+        present = values.dropna()
+        if present.empty:
+            raise DataError(f"column '{name}' has no numeric values in the train split")
+        fill = float(present.median() if self.impute == "median" else present.mean())
+        filled = values.fillna(fill)
+        if self.scale == "standard":
+            center, spread = float(filled.mean()), float(filled.std(ddof=0))
+        elif self.scale == "minmax":
+            center, spread = float(filled.min()), float(filled.max() - filled.min())
+        else:
+            center, spread = 0.0, 1.0
+        return {
+            "name": name,
+            "type": "number",
+            "fill": fill,
+            "missing_indicator": bool(values.isna().any()),
+            "center": center,
+            "scale": spread if spread > 0 else 1.0,
+        }
+
+    def _fit_target(self, col: pd.Series) -> dict[str, Any]:
+        if self.task == "classification":
+            classes = sorted(col.astype(str).unique().tolist())
+            if len(classes) < 2:
+                raise DataError(
+                    f"classification target '{self.target}' has one class ({classes[0]!r}) in the "
+                    "train split; a classifier needs at least two classes"
+                )
+            return {"name": self.target, "classes": classes}
+        y = self._regression_values(col)
+        if self.target_transform == "log":
+            y = np.log(y)
+        return {
+            "name": self.target,
+            "transform": self.target_transform,
+            "mean": float(y.mean()),
+            "std": float(y.std()) or 1.0,
+        }
+
+    def _regression_values(self, col: pd.Series) -> np.ndarray:
+        y = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+        if self.target_transform == "log" and (y <= 0).any():
+            raise DataError(
+                f"data.target_transform: log needs a positive target, but '{self.target}' has "
+                f"values <= 0 in rows {_rows(y <= 0)}; set data.target_transform: none"
+            )
+        return y
+
+    # ------------------------------------------------------------------ transforming
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.target_["classes"]) if self.task == "classification" else 0
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.target_.get("classes", []))
+
+    def feature_names(self) -> list[str]:
+        """Names of the columns of the numeric matrix, in order."""
+        names: list[str] = []
+        for c in self.columns_:
+            if c["type"] == "category":
+                if self.categorical == "onehot":
+                    names += [f"{c['name']}={v}" for v in c["categories"]]
+            else:
+                names.append(c["name"])
+                if c.get("missing_indicator"):
+                    names.append(f"{c['name']}_missing")
+        return names
+
+    def cardinalities(self) -> list[int]:
+        """Sizes of the embedding tables (index 0 = unknown) in embedding mode."""
+        if self.categorical != "embedding":
+            return []
+        return [len(c["categories"]) + 1 for c in self.columns_ if c["type"] == "category"]
+
+    def transform(self, df: pd.DataFrame, with_target: bool = True) -> Encoded:
+        n = len(df)
+        blocks: list[np.ndarray] = []
+        cats: list[np.ndarray] = []
+        for c in self.columns_:
+            col = df[c["name"]]
+            if c["type"] == "number":
+                values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+                values = np.where(np.isinf(values), np.nan, values)
+                missing = np.isnan(values)
+                values = (np.where(missing, c["fill"], values) - c["center"]) / c["scale"]
+                blocks.append(values[:, None])
+                if c["missing_indicator"]:
+                    blocks.append(missing[:, None].astype(float))
+            elif c["type"] == "binary":
+                blocks.append(_binary_codes(col).fillna(c["fill"]).to_numpy(dtype=float)[:, None])
+            else:
+                values = col.astype(object).where(col.notna(), c["fill"]).astype(str)
+                lookup = {v: i + 1 for i, v in enumerate(c["categories"])}
+                idx = values.map(lookup).fillna(0).to_numpy(dtype=np.int64)  # 0 = unseen
+                if self.categorical == "embedding":
+                    cats.append(idx)
+                else:
+                    onehot = np.zeros((n, len(c["categories"]) + 1))
+                    onehot[np.arange(n), idx] = 1.0
+                    blocks.append(onehot[:, 1:])  # an unseen category is all zeros
+        x = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
+        cat = np.stack(cats, axis=1) if cats else None
+        y = self.encode_target(df[self.target]) if with_target else None
+        return Encoded(x.astype(np.float32), cat, y)
+
+    def encode_target(self, col: pd.Series) -> np.ndarray:
+        if self.task == "classification":
+            lookup = {v: i for i, v in enumerate(self.target_["classes"])}
+            idx = col.astype(str).map(lookup)
+            if idx.isna().any():
+                unknown = sorted(col[idx.isna()].astype(str).unique().tolist())[:5]
+                raise DataError(
+                    f"target '{self.target}' has labels the model was not trained on: "
+                    f"{', '.join(unknown)} (rows {_rows(idx.isna())}); known: "
+                    f"{', '.join(self.target_['classes'])}"
+                )
+            return idx.to_numpy(dtype=np.int64)
+        y = self._regression_values(col)
+        if self.target_["transform"] == "log":
+            y = np.log(y)
+        return ((y - self.target_["mean"]) / self.target_["std"]).astype(np.float32)
+
+    def decode_regression(self, scaled: np.ndarray) -> np.ndarray:
+        """Model outputs → target units (undo scaling and the log transform)."""
+        y = scaled.astype(float) * self.target_["std"] + self.target_["mean"]
+        return np.exp(y) if self.target_["transform"] == "log" else y
+
+    # ------------------------------------------------------------------ JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "target": self.target,
+            "features": self.features,
+            "types": self.types,
+            "impute": self.impute,
+            "scale": self.scale,
+            "categorical": self.categorical,
+            "target_transform": self.target_transform,
+            "columns": self.columns_,
+            "target_encoding": self.target_,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessor:
+        p = cls(d["task"], d["target"], d["features"], d["types"], d["impute"], d["scale"],
+                d["categorical"], d["target_transform"])
+        p.columns_ = d["columns"]
+        p.target_ = d["target_encoding"]
+        return p

@@ -1,0 +1,199 @@
+"""Tokenizers for language modeling, built with Hugging Face ``tokenizers``.
+
+Two kinds, each saved as one ``tokenizer.json`` that :meth:`Tokenizer.from_file` reads without
+executing code (DESIGN.md §4):
+
+- ``char`` — one token per character seen in training, plus ``<|endoftext|>`` and ``<|unk|>``.
+  It is a ``BPE`` model with an empty merge list, a vocabulary of single characters and no
+  pre-tokenizer: every character of the input is looked up on its own (unseen ones become
+  ``<|unk|>``), and the ``Fuse`` decoder joins tokens with nothing between them, so spaces and
+  newlines round-trip exactly. (A ``WordLevel`` model behind a split-every-character regex does
+  the same job about ten times slower.)
+- ``bpe`` — byte-level BPE (GPT-2 style) trained on the train text only; every string
+  round-trips, so it has no unknown token.
+
+Both register :data:`~tensorsmith.data.text.END_OF_TEXT` as a special token: the document
+separator that :func:`~tensorsmith.data.text.split_corpus` writes encodes to ``eot_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from tensorsmith.data.text import END_OF_TEXT
+from tensorsmith.errors import DataError, did_you_mean
+
+__all__ = ["TOKENIZER_KINDS", "UNKNOWN", "TextTokenizer", "TokenizerKind"]
+
+TokenizerKind = Literal["char", "bpe"]
+TOKENIZER_KINDS: tuple[str, ...] = ("char", "bpe")
+UNKNOWN = "<|unk|>"
+TOKENIZER_FILE = "tokenizer.json"
+
+# Chunks for encode_batch end where a line of one non-blank line meets the next ('x\nY'). The
+# byte-level pre-tokenizer (GPT-2 regex) always splits there and never joins across, so encoding
+# chunk by chunk gives exactly the ids of encoding the whole text, in parallel.
+_CHUNK_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)")
+_CHUNK_CHARS = 1 << 16
+_BYTE_ALPHABET = 256
+
+
+class TextTokenizer:
+    """A trained tokenizer: ``encode``/``decode`` text, ``save``/``load`` one ``tokenizer.json``."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    # ----------------------------------------------------------------------------- building
+    @classmethod
+    def train(cls, kind: str, texts: Iterable[str], vocab_size: int | None = None) -> TextTokenizer:
+        """Train a ``char`` or ``bpe`` tokenizer on ``texts`` (the train split only).
+
+        ``vocab_size`` is the target size for ``bpe`` (at least 257: 256 bytes and the
+        end-of-text token); ``char`` takes every character it sees and ignores it.
+        """
+        pieces = [p for text in texts for p in text.split(END_OF_TEXT) if p]
+        if not pieces:
+            raise DataError(
+                "cannot train a tokenizer on empty text; expected the train split to hold text; "
+                "check data.source and data.split"
+            )
+        if kind == "char":
+            return cls(_char_tokenizer(pieces))
+        if kind == "bpe":
+            return cls(_bpe_tokenizer(pieces, vocab_size))
+        raise DataError(
+            f"unknown tokenizer {kind!r}{did_you_mean(kind, TOKENIZER_KINDS)}; "
+            f"choices: {', '.join(TOKENIZER_KINDS)}"
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> TextTokenizer:
+        """Read a ``tokenizer.json`` (or a directory that holds one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / TOKENIZER_FILE
+        if not path.is_file():
+            raise DataError(
+                f"tokenizer file '{path}' not found; expected a {TOKENIZER_FILE} written by "
+                "TextTokenizer.save; train the model again or fix the path"
+            )
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
+            raise DataError(
+                f"cannot read tokenizer '{path}': {exc}; expected a Hugging Face tokenizer.json; "
+                "replace the file with one written by TextTokenizer.save"
+            ) from exc
+        loaded = cls(tokenizer)
+        if tokenizer.token_to_id(END_OF_TEXT) is None:
+            raise DataError(
+                f"tokenizer '{path}' has no {END_OF_TEXT} token; expected one to separate "
+                "documents; train the tokenizer with tensorsmith"
+            )
+        return loaded
+
+    def save(self, path: Path) -> Path:
+        """Write ``tokenizer.json`` to ``path`` (a file, or a directory to hold it)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / TOKENIZER_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    def to_json(self) -> str:
+        """The content of ``tokenizer.json``: what the token cache key hashes."""
+        return str(self.tokenizer.to_str())
+
+    # ----------------------------------------------------------------------------- properties
+    @property
+    def kind(self) -> TokenizerKind:
+        decoder = json.loads(self.to_json()).get("decoder") or {}
+        return "bpe" if decoder.get("type") == "ByteLevel" else "char"
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tokenizer.get_vocab_size(with_added_tokens=True))
+
+    @property
+    def eot_id(self) -> int:
+        eot = self.tokenizer.token_to_id(END_OF_TEXT)
+        assert eot is not None, "load() and train() guarantee the end-of-text token"
+        return int(eot)
+
+    @property
+    def unk_id(self) -> int | None:
+        unk = self.tokenizer.token_to_id(UNKNOWN)
+        return None if unk is None else int(unk)
+
+    # ----------------------------------------------------------------------------- use
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; ``<|endoftext|>`` in the text becomes ``eot_id``."""
+        chunks = list(_chunks(text))
+        if len(chunks) == 1:
+            return list(self.tokenizer.encode(chunks[0]).ids)
+        return [i for enc in self.tokenizer.encode_batch(chunks) for i in enc.ids]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Text of ``ids``; the end-of-text token is written out unless ``skip_special_tokens``."""
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+    def unknown_chars(self, text: str) -> set[str]:
+        """Characters of ``text`` that the vocabulary lacks (always empty for byte-level BPE)."""
+        if self.unk_id is None:
+            return set()
+        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
+        return {c for c in set(text.replace(END_OF_TEXT, "")) if c not in vocab}
+
+    def __repr__(self) -> str:
+        return f"TextTokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+
+def _char_tokenizer(pieces: list[str]) -> Tokenizer:
+    chars = sorted(set().union(*(set(p) for p in pieces)))
+    specials = [END_OF_TEXT, UNKNOWN]
+    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNKNOWN, fuse_unk=False))
+    tokenizer.decoder = decoders.Fuse()
+    tokenizer.add_special_tokens(specials)
+    return tokenizer
+
+
+def _bpe_tokenizer(pieces: list[str], vocab_size: int | None) -> Tokenizer:
+    if vocab_size is None or vocab_size <= _BYTE_ALPHABET:
+        raise DataError(
+            f"bpe vocab_size {vocab_size} is too small; expected more than {_BYTE_ALPHABET} "
+            "(256 bytes plus the end-of-text token and merges); set a vocab_size such as 4096"
+        )
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[END_OF_TEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    chunks = [c for p in pieces for c in _chunks(p)]
+    tokenizer.train_from_iterator(chunks, trainer=trainer, length=len(chunks))
+    tokenizer.add_special_tokens([END_OF_TEXT])
+    return tokenizer
+
+
+def _chunks(text: str, size: int = _CHUNK_CHARS) -> Iterator[str]:
+    """Cut ``text`` into pieces of about ``size`` characters at safe boundaries."""
+    start, n = 0, len(text)
+    while True:
+        match = _CHUNK_BOUNDARY.search(text, start + size) if start + size < n else None
+        if match is None:
+            yield text[start:]
+            return
+        yield text[start : match.start()]
+        start = match.start()

@@ -1,0 +1,63 @@
+"""The error contract of DESIGN.md §6.
+
+Every mistake a user can make raises a subclass of :class:`TensorsmithError`. The message answers
+three questions: what happened, what was expected, how to fix it. The CLI prints the message (no
+traceback unless ``--debug``) and exits with :attr:`TensorsmithError.exit_code`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "DataError",
+    "ModelNotFoundError",
+    "RecipeError",
+    "StoreError",
+    "TensorsmithError",
+    "TrainingError",
+    "did_you_mean",
+]
+
+
+class TensorsmithError(Exception):
+    """Base class: a problem the user can fix. ``exit_code`` 2 = usage, 1 = run-time failure."""
+
+    exit_code = 1
+
+
+class RecipeError(TensorsmithError):
+    """The recipe (or a ``--set`` override) is invalid."""
+
+    exit_code = 2
+
+
+class DataError(TensorsmithError):
+    """The data cannot be read or does not fit the recipe."""
+
+    exit_code = 2
+
+
+class ModelNotFoundError(TensorsmithError):
+    """A model name, version or path does not resolve to a stored model."""
+
+    exit_code = 2
+
+
+class StoreError(TensorsmithError):
+    """The model store cannot be read or written."""
+
+    exit_code = 1
+
+
+class TrainingError(TensorsmithError):
+    """Training cannot start or continue (for example: nothing to resume)."""
+
+    exit_code = 1
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -1,0 +1,27 @@
+"""Architectures, one per file, found by name through ``MODELS``.
+
+Each class has ``from_spec(spec, dims)``: ``spec`` is the recipe's ``model`` section, ``dims``
+the sizes the data decides (``n_inputs``/``n_outputs``/``cardinalities`` for tables,
+``vocab_size`` for text). The artifact stores ``dims`` so loading rebuilds the same module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from tensorsmith.models.linear import Linear
+from tensorsmith.models.mlp import MLP
+from tensorsmith.registry import Registry
+
+__all__ = ["MODELS", "build_model"]
+
+MODELS: Registry[Any] = Registry("architecture", "model.arch")
+MODELS.register("linear", Linear)
+MODELS.register("mlp", MLP)
+
+
+def build_model(spec: Any, dims: dict[str, Any]) -> nn.Module:
+    module: nn.Module = MODELS.get(spec.arch).from_spec(spec, dims)
+    return module

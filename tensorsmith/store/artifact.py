@@ -1,0 +1,192 @@
+"""The model artifact (DESIGN.md §4) and the local store: versions, names, listing.
+
+A version directory appears only when complete: it is written under a hidden name that also
+reserves its number (``.3.partial-<pid>``, made with ``mkdir``, which is atomic) and renamed at
+the end. Versions are never overwritten. Nothing here unpickles anything: JSON, YAML (safe
+loader), CSV and safetensors only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tensorsmith.errors import ModelNotFoundError, StoreError, did_you_mean
+
+__all__ = [
+    "list_models",
+    "new_version",
+    "read_json",
+    "read_yaml",
+    "resolve",
+    "store_root",
+    "write_history",
+    "write_json",
+]
+
+_VERSION = re.compile(r"^(\d+)$")
+_PARTIAL = re.compile(r"^\.(\d+)\.partial-(\d+)$")
+
+
+def store_root(store: str | Path | None = None) -> Path:
+    """``--store DIR``, else ``$TENSORSMITH_STORE``, else ``./models``."""
+    return Path(store or os.environ.get("TENSORSMITH_STORE") or "models")
+
+
+def check_writable(root: Path) -> None:
+    """Fail before training, not after, when the store cannot take a new version."""
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise StoreError(f"model store {root} cannot be created: {probe} is a file, not a "
+                         "directory; pass --store DIR or set TENSORSMITH_STORE")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / f".write-test-{os.getpid()}", "w") as f:
+            f.write("ok")
+        os.remove(root / f".write-test-{os.getpid()}")
+    except OSError as exc:
+        raise StoreError(f"model store {root} is not writable ({exc.strerror}); pass --store DIR "
+                         "or set TENSORSMITH_STORE to a writable directory") from None
+
+
+def _versions(folder: Path) -> list[int]:
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if _VERSION.match(p.name) and p.is_dir())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def new_version(root: Path, name: str) -> Iterator[tuple[int, Path]]:
+    """Yield (version, temporary dir); on success the dir becomes ``root/name/version``."""
+    check_writable(root)
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in folder.iterdir():  # partial versions of killed runs
+        m = _PARTIAL.match(p.name)
+        if m and not _pid_alive(int(m.group(2))):
+            shutil.rmtree(p, ignore_errors=True)
+    while True:
+        taken = _versions(folder) + [int(m.group(1)) for p in folder.iterdir()
+                                     if (m := _PARTIAL.match(p.name))]
+        version = max(taken, default=0) + 1
+        tmp = folder / f".{version}.partial-{os.getpid()}"
+        try:
+            tmp.mkdir()
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield version, tmp
+        final = folder / str(version)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (int(v) if k in ("epoch", "step") else v) for k, v in row.items()})
+
+
+def resolve(ref: str, root: Path) -> Path:
+    """``NAME`` (latest), ``NAME@N``, or the path of a version directory."""
+    as_path = Path(ref)
+    if (as_path / "model.safetensors").is_file():
+        return as_path
+    name, _, version = ref.partition("@")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and _versions(p)) \
+        if root.is_dir() else []
+    versions = _versions(root / name)
+    if not versions:
+        listing = ", ".join(names) if names else "none yet; train one with `tensorsmith train`"
+        raise ModelNotFoundError(
+            f"no model '{name}' in store {root}{did_you_mean(name, names)} models: {listing}"
+        )
+    if not version:
+        return root / name / str(versions[-1])
+    if not version.isdigit() or int(version) not in versions:
+        raise ModelNotFoundError(
+            f"model '{name}' has no version '{version}' in store {root}; versions: "
+            f"{', '.join(map(str, versions))}"
+        )
+    return root / name / version
+
+
+def list_models(root: Path, name: str | None = None) -> list[dict[str, Any]]:
+    """One row per stored version: name, version, task, arch, key metric, gate, date."""
+    rows: list[dict[str, Any]] = []
+    if not root.is_dir():
+        return rows
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if name is not None and folder.name != name:
+            continue
+        for version in _versions(folder):
+            path = folder / str(version)
+            try:
+                run = read_json(path / "run.json")
+                metrics = read_json(path / "metrics.json")
+            except (OSError, ValueError):
+                continue
+            key = run.get("key_metric", "")
+            split = "test" if metrics.get("test") else "valid"
+            value = metrics.get(split, {}).get(key)
+            gate = run.get("gate")
+            rows.append({
+                "name": folder.name,
+                "version": version,
+                "task": run.get("task", ""),
+                "arch": run.get("arch", ""),
+                "metric": f"{split} {key} {value:.4g}" if isinstance(value, float) else "",
+                "gate": "" if not gate else ("passed" if gate.get("passed") else "failed"),
+                "date": str(run.get("finished_at", ""))[:19].replace("T", " "),
+                "path": str(path),
+            })
+    return rows

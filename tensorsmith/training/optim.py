@@ -1,0 +1,92 @@
+"""Optimizers and learning-rate schedules by name."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from tensorsmith.errors import RecipeError
+from tensorsmith.recipe import OptimizerSpec, ScheduleSpec
+from tensorsmith.registry import Registry
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_schedule", "lr_factor"]
+
+Params = Iterable[Any]
+OPTIMIZERS: Registry[Callable[[Params, OptimizerSpec], torch.optim.Optimizer]] = Registry(
+    "optimizer", "train.optimizer.name"
+)
+OPTIMIZERS.register(
+    "sgd",
+    lambda p, s: torch.optim.SGD(p, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov,
+                                 weight_decay=s.weight_decay),
+)
+OPTIMIZERS.register(
+    "adam",
+    lambda p, s: torch.optim.Adam(p, lr=s.lr, betas=s.betas, eps=s.eps,
+                                  weight_decay=s.weight_decay),
+)
+OPTIMIZERS.register(
+    "adamw",
+    lambda p, s: torch.optim.AdamW(p, lr=s.lr, betas=s.betas, eps=s.eps,
+                                   weight_decay=s.weight_decay),
+)
+OPTIMIZERS.register(
+    "rmsprop",
+    lambda p, s: torch.optim.RMSprop(p, lr=s.lr, momentum=s.momentum, eps=s.eps,
+                                     weight_decay=s.weight_decay),
+)
+OPTIMIZERS.register(
+    "adagrad",
+    lambda p, s: torch.optim.Adagrad(p, lr=s.lr, eps=s.eps, weight_decay=s.weight_decay),
+)
+
+SCHEDULES: Registry[str] = Registry("schedule", "train.schedule.name")
+for _name in ("constant", "step", "cosine", "linear", "plateau"):
+    SCHEDULES.register(_name, _name)
+
+
+def build_optimizer(params: Params, spec: OptimizerSpec) -> torch.optim.Optimizer:
+    if spec.nesterov and (spec.name != "sgd" or spec.momentum <= 0):
+        raise RecipeError("train.optimizer.nesterov needs name: sgd and momentum > 0")
+    return OPTIMIZERS.get(spec.name)(params, spec)
+
+
+def lr_factor(spec: ScheduleSpec, base_lr: float, step: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate after ``step`` optimizer steps: warmup, then decay."""
+    if spec.warmup_steps and step < spec.warmup_steps:
+        return (step + 1) / spec.warmup_steps
+    floor = min(spec.min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
+    if spec.name in ("constant", "plateau"):
+        return 1.0
+    if spec.name == "step":
+        return max(spec.gamma ** ((step - spec.warmup_steps) // spec.step_size), floor)
+    span = max(total_steps - spec.warmup_steps, 1)
+    progress = min(max(step - spec.warmup_steps, 0) / span, 1.0)
+    if spec.name == "cosine":
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return floor + (1.0 - floor) * (1.0 - progress)  # linear
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer, spec: ScheduleSpec, total_steps: int
+) -> tuple[torch.optim.lr_scheduler.LRScheduler | None,
+           torch.optim.lr_scheduler.ReduceLROnPlateau | None]:
+    """(per-step scheduler, per-evaluation plateau scheduler); either may be None."""
+    SCHEDULES.get(spec.name)
+    if spec.name == "plateau":
+        if spec.warmup_steps:
+            raise RecipeError("train.schedule.warmup_steps is not supported with name: plateau")
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=spec.factor, patience=spec.patience, min_lr=spec.min_lr
+        )
+        return None, plateau
+    if spec.name == "constant" and not spec.warmup_steps:
+        return None, None
+    base = float(optimizer.param_groups[0]["lr"])
+    per_step = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(spec, base, step, total_steps)
+    )
+    return per_step, None
