@@ -1,8 +1,8 @@
 """The Python API; the CLI is a thin face over these functions.
 
-    model = tensorsmith.train("recipe.yaml")
-    model.predict(df); model.evaluate(df)
-    tensorsmith.load("windsor-housing@2")
+model = tensorsmith.train("recipe.yaml")
+model.predict(df); model.evaluate(df)
+tensorsmith.load("windsor-housing@2")
 """
 
 from __future__ import annotations
@@ -61,8 +61,12 @@ def load(ref: str | Path, store: str | Path | None = None) -> Model:
     return TabularModel.load(path)
 
 
-def evaluate(ref: str, data: str | Path | None = None, store: str | Path | None = None,
-             console: Console | None = None) -> dict[str, dict[str, Any]]:
+def evaluate(
+    ref: str,
+    data: str | Path | None = None,
+    store: str | Path | None = None,
+    console: Console | None = None,
+) -> dict[str, dict[str, Any]]:
     """Metrics of a stored model on a file, or on the valid/test splits of its own data."""
     model = load(ref, store)
     if data is not None:
@@ -77,8 +81,9 @@ def evaluate(ref: str, data: str | Path | None = None, store: str | Path | None 
     return metrics
 
 
-def predict(ref: str, data: str | Path, out: str | Path | None = None,
-            store: str | Path | None = None) -> pd.DataFrame:
+def predict(
+    ref: str, data: str | Path, out: str | Path | None = None, store: str | Path | None = None
+) -> pd.DataFrame:
     """Predictions for a file; written to ``out`` (CSV, TSV, Parquet or JSONL) when given."""
     model = load(ref, store)
     frame = read_table(data)
@@ -123,14 +128,21 @@ def init_recipe(datafile: str | Path, target: str, out: str | Path | None = None
     recipe: dict[str, Any] = {
         "name": name,
         "task": task,
-        "data": {"source": source, "target": target,
-                 "types": {c: t for c, t in types.items() if t == "category"},
-                 "split": {"valid": 0.15, "test": 0.15, "seed": 0}},
+        "data": {
+            "source": source,
+            "target": target,
+            "types": {c: t for c, t in types.items() if t == "category"},
+            "split": {"valid": 0.15, "test": 0.15, "seed": 0},
+        },
         "model": {"arch": "mlp", "hidden": [64, 32], "activation": "relu"},
-        "train": {"epochs": 200, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.001},
-                  "early_stopping": {"monitor": "valid_loss", "patience": 20}, "seed": 0},
-        "evaluate": {"gate": {"r2": ">= 0.5"} if task == "regression" else
-                     {"accuracy": ">= 0.8"}},
+        "train": {
+            "epochs": 200,
+            "batch_size": 32,
+            "optimizer": {"name": "adam", "lr": 0.001},
+            "early_stopping": {"monitor": "valid_loss", "patience": 20},
+            "seed": 0,
+        },
+        "evaluate": {"gate": {"r2": ">= 0.5"} if task == "regression" else {"accuracy": ">= 0.8"}},
     }
     if not recipe["data"]["types"]:
         del recipe["data"]["types"]

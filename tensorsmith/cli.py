@@ -16,14 +16,20 @@ from rich.table import Table
 
 from tensorsmith.errors import TensorsmithError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="tensorsmith: from data to a trained, evaluated, stored neural network.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="tensorsmith: from data to a trained, evaluated, stored neural network.",
+)
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
-Store = Annotated[Path | None, typer.Option("--store", help="model store (default ./models, "
-                                            "or $TENSORSMITH_STORE)")]
+Store = Annotated[
+    Path | None,
+    typer.Option("--store", help="model store (default ./models, or $TENSORSMITH_STORE)"),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="show the traceback of errors")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="override a recipe key: a.b=c")]
 
@@ -42,16 +48,22 @@ def _guarded(fn: F) -> F:
             err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err.print("interrupted; `tensorsmith train RECIPE --resume` continues from the last "
-                      "checkpoint")
+            err.print(
+                "interrupted; `tensorsmith train RECIPE --resume` continues from the last "
+                "checkpoint"
+            )
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:
             if debug:
                 traceback.print_exc()
-            err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} (run with --debug for "
-                      "the traceback)", markup=True, soft_wrap=True)
+            err.print(
+                f"[bold red]error:[/] {type(exc).__name__}: {exc} (run with --debug for "
+                "the traceback)",
+                markup=True,
+                soft_wrap=True,
+            )
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -59,9 +71,12 @@ def _guarded(fn: F) -> F:
 
 @app.command()
 @_guarded
-def init(datafile: Path, target: Annotated[str, typer.Option(help="the column to predict")],
-         out_file: Annotated[Path | None, typer.Option("--out", help="write here")] = None,
-         debug: Debug = False) -> None:
+def init(
+    datafile: Path,
+    target: Annotated[str, typer.Option(help="the column to predict")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="write here")] = None,
+    debug: Debug = False,
+) -> None:
     """Write a starter recipe for DATAFILE (to stdout, or --out FILE)."""
     from tensorsmith import api
 
@@ -84,9 +99,13 @@ def validate(recipe: Path, set_: Sets = None, debug: Debug = False) -> None:
 
 @app.command()
 @_guarded
-def train(recipe: Path, set_: Sets = None, store: Store = None,
-          resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
-          debug: Debug = False) -> None:
+def train(
+    recipe: Path,
+    set_: Sets = None,
+    store: Store = None,
+    resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
+    debug: Debug = False,
+) -> None:
     """Train RECIPE and store the model as a new version."""
     from tensorsmith import api
 
@@ -95,9 +114,12 @@ def train(recipe: Path, set_: Sets = None, store: Store = None,
 
 @app.command()
 @_guarded
-def evaluate(model: str, data: Annotated[Path | None, typer.Option(help="a table with the "
-                                                                    "target column")] = None,
-             store: Store = None, debug: Debug = False) -> None:
+def evaluate(
+    model: str,
+    data: Annotated[Path | None, typer.Option(help="a table with the target column")] = None,
+    store: Store = None,
+    debug: Debug = False,
+) -> None:
     """Metrics of MODEL on --data, or on the valid and test splits of its own data."""
     from tensorsmith import api
 
@@ -106,10 +128,15 @@ def evaluate(model: str, data: Annotated[Path | None, typer.Option(help="a table
 
 @app.command()
 @_guarded
-def predict(model: str, data: Annotated[Path, typer.Option(help="rows to predict")],
-            out_file: Annotated[Path | None, typer.Option("--out", help="write predictions "
-                                                          "here (CSV/TSV/Parquet/JSONL)")] = None,
-            store: Store = None, debug: Debug = False) -> None:
+def predict(
+    model: str,
+    data: Annotated[Path, typer.Option(help="rows to predict")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="write predictions here (CSV/TSV/Parquet/JSONL)")
+    ] = None,
+    store: Store = None,
+    debug: Debug = False,
+) -> None:
     """Predict every row of --data; writes --out, or prints CSV."""
     from tensorsmith import api
 
@@ -122,8 +149,9 @@ def predict(model: str, data: Annotated[Path, typer.Option(help="rows to predict
 
 @app.command()
 @_guarded
-def models(name: Annotated[str | None, typer.Argument()] = None, store: Store = None,
-           debug: Debug = False) -> None:
+def models(
+    name: Annotated[str | None, typer.Argument()] = None, store: Store = None, debug: Debug = False
+) -> None:
     """List the stored models: name, version, task, arch, key metric, gate, date."""
     from tensorsmith import api
 
@@ -135,8 +163,9 @@ def models(name: Annotated[str | None, typer.Argument()] = None, store: Store = 
     for col in ("name", "version", "task", "arch", "metric", "gate", "date"):
         table.add_column(col, justify="right" if col == "version" else "left")
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("name", "version", "task", "arch", "metric",
-                                              "gate", "date")))
+        table.add_row(
+            *(str(row[c]) for c in ("name", "version", "task", "arch", "metric", "gate", "date"))
+        )
     out.print(table)
 
 

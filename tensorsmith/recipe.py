@@ -94,6 +94,7 @@ class DataSpec(_Strict):
     scale: Literal["standard", "minmax", "none"] = "standard"
     categorical: Literal["onehot", "embedding"] = "onehot"
     target_transform: Literal["none", "log"] = "none"
+    transforms: dict[str, Literal["log", "log1p"]] = Field(default_factory=dict)  # number columns
     # language modeling
     text_column: str | None = None
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
@@ -188,7 +189,8 @@ class TrainSpec(_Strict):
     compile: bool = False
     seed: int = 0
     eval_every: int | None = Field(default=None, ge=1)  # steps; epochs mode evaluates each epoch
-    checkpoint_every: int = Field(default=1, ge=1)  # epochs, or steps when max_steps is set
+    checkpoint_every: int | None = Field(default=None, ge=1)  # epochs, or steps with max_steps
+    checkpoint_seconds: float = Field(default=60.0, gt=0.0)  # and at least this often
     log_every: int = Field(default=1, ge=1)  # epochs between plain log lines
     threads: int | None = Field(default=None, ge=1)
 
@@ -258,10 +260,8 @@ _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "evaluate": {"metrics": ["rmse", "mae", "r2", "mape"]},
     },
     "classification": {
-        "train": {"epochs": 100, "loss": "cross_entropy"},
-        "evaluate": {
-            "metrics": ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
-        },
+        "train": {"epochs": 100},  # loss: bce for two classes, else cross_entropy
+        "evaluate": {"metrics": ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]},
     },
     "language-modeling": {
         "data": {"split": {"valid": 0.1, "test": None}},
@@ -327,7 +327,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
             return None
         annotation = field.annotation
         candidates = getattr(annotation, "__args__", (annotation,))
-        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        nxt = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
         if nxt is None:
             return None
         model = nxt
@@ -336,9 +338,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 
 def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
     for part in loc:
-        if isinstance(raw, dict) and part in raw:
-            raw = raw[part]
-        elif isinstance(raw, list) and isinstance(part, int) and part < len(raw):
+        if (isinstance(raw, dict) and part in raw) or (
+            isinstance(raw, list) and isinstance(part, int) and part < len(raw)
+        ):
             raw = raw[part]
         else:
             return None
@@ -350,7 +352,9 @@ def _format_errors(exc: ValidationError, raw: dict[str, Any], source: str) -> st
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         # drop union branch tags like 'int' / "literal['full']" that pydantic puts in the path
-        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in {"int", "str"})))
+        loc = tuple(
+            p for p in loc if not (isinstance(p, str) and ("[" in p or p in {"int", "str"}))
+        )
         path = ".".join(str(p) for p in loc) or "(top level)"
         kind = err["type"]
         if kind == "extra_forbidden":

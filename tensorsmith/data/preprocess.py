@@ -81,6 +81,7 @@ class Preprocessor:
         scale: str = "standard",
         categorical: str = "onehot",
         target_transform: str = "none",
+        transforms: dict[str, str] | None = None,
     ) -> None:
         self.task = task
         self.target = target
@@ -90,6 +91,7 @@ class Preprocessor:
         self.scale = scale
         self.categorical = categorical
         self.target_transform = target_transform
+        self.transforms = transforms or {}
 
     # ------------------------------------------------------------------ fitting
 
@@ -107,17 +109,35 @@ class Preprocessor:
             elif kind == "category":
                 values = col.dropna().astype(str)
                 cats = sorted(values.unique().tolist())
-                fill = str(values.mode().iloc[0]) if len(values) else None
+                most = str(values.mode().iloc[0]) if len(values) else None
                 self.columns_.append(
-                    {"name": name, "type": "category", "categories": cats, "fill": fill}
+                    {"name": name, "type": "category", "categories": cats, "fill": most}
                 )
         self.target_ = self._fit_target(df[self.target])
         return self
 
-    def _fit_number(self, name: str, col: pd.Series) -> dict[str, Any]:
+    def _numbers(self, name: str, col: pd.Series, fitting: bool) -> pd.Series:
+        """Numeric values with the column's log / log1p transform applied."""
         values = pd.to_numeric(col, errors="coerce").astype(float)
+        kind = self.transforms.get(name)
+        if kind is None:
+            return values
+        low = 0.0 if kind == "log" else -1.0
+        bad = values <= low
+        if bad.any() and fitting:
+            raise DataError(
+                f"data.transforms.{name}: {kind} needs values > {low:g}, but "
+                f"'{name}' has values <= {low:g} in rows {_rows(bad)}"
+            )
+        values = values.where(~bad)  # at predict time a bad value is treated as missing
+        return pd.Series(np.log(values) if kind == "log" else np.log1p(values), index=col.index)
+
+    def _fit_number(self, name: str, col: pd.Series) -> dict[str, Any]:
+        values = self._numbers(name, col, fitting=True)
         if not np.isfinite(values.dropna()).all():
-            raise DataError(f"column '{name}' has infinite values in rows {_rows(np.isinf(values))}")
+            raise DataError(
+                f"column '{name}' has infinite values in rows {_rows(np.isinf(values))}"
+            )
         present = values.dropna()
         if present.empty:
             raise DataError(f"column '{name}' has no numeric values in the train split")
@@ -202,7 +222,7 @@ class Preprocessor:
         for c in self.columns_:
             col = df[c["name"]]
             if c["type"] == "number":
-                values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+                values = self._numbers(c["name"], col, fitting=False).to_numpy(dtype=float)
                 values = np.where(np.isinf(values), np.nan, values)
                 missing = np.isnan(values)
                 values = (np.where(missing, c["fill"], values) - c["center"]) / c["scale"]
@@ -260,14 +280,24 @@ class Preprocessor:
             "scale": self.scale,
             "categorical": self.categorical,
             "target_transform": self.target_transform,
+            "transforms": self.transforms,
             "columns": self.columns_,
             "target_encoding": self.target_,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessor:
-        p = cls(d["task"], d["target"], d["features"], d["types"], d["impute"], d["scale"],
-                d["categorical"], d["target_transform"])
+        p = cls(
+            d["task"],
+            d["target"],
+            d["features"],
+            d["types"],
+            d["impute"],
+            d["scale"],
+            d["categorical"],
+            d["target_transform"],
+            d.get("transforms"),
+        )
         p.columns_ = d["columns"]
         p.target_ = d["target_encoding"]
         return p

@@ -10,8 +10,16 @@ from tensorsmith.errors import DataError, did_you_mean
 
 __all__ = ["TABLE_SUFFIXES", "check_columns", "read_table"]
 
-TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet",
-                  ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+TABLE_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -38,8 +46,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
             df = pd.read_parquet(p)
         else:
             df = pd.read_json(p, lines=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError,
-            OSError) as exc:
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        ValueError,
+        OSError,
+    ) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{p.name} is not a readable {kind.upper()} table: {first}") from None
     except Exception as exc:  # pyarrow raises its own error types for a file that is not parquet

@@ -53,8 +53,10 @@ def check_target(df: pd.DataFrame, target: str, task: str, file: str) -> None:
                 f"{_rows(bad)}; use task: classification for labels, or clean the column"
             )
         if not np.isfinite(numeric.to_numpy(dtype=float)).all():
-            raise DataError(f"target '{target}' has infinite values in rows "
-                            f"{_rows(~np.isfinite(numeric.to_numpy(dtype=float)))}")
+            raise DataError(
+                f"target '{target}' has infinite values in rows "
+                f"{_rows(~np.isfinite(numeric.to_numpy(dtype=float)))}"
+            )
     elif task == "classification" and col.astype(str).nunique() < 2:
         raise DataError(
             f"classification target '{target}' has one class ({col.iloc[0]!r}) in {file}; a "
@@ -140,15 +142,24 @@ def load_tabular(recipe: Recipe) -> TabularData:
             check_columns(frame, [*features, target], f"data.split.{name}", name)
             check_target(frame, target, "any", name)
     prep = Preprocessor(
-        recipe.task, target, features, {f: types[f] for f in features}, recipe.data.impute,
-        recipe.data.scale, recipe.data.categorical, recipe.data.target_transform,
+        recipe.task,
+        target,
+        features,
+        {f: types[f] for f in features},
+        recipe.data.impute,
+        recipe.data.scale,
+        recipe.data.categorical,
+        recipe.data.target_transform,
+        dict(recipe.data.transforms),
     ).fit(frames["train"])
     encoded = {name: prep.transform(frame) for name, frame in frames.items()}
     bad = ~np.isfinite(encoded["train"].x).all(axis=0)
     if bad.any():
         names = [n for n, b in zip(prep.feature_names(), bad, strict=True) if b]
-        raise DataError(f"columns {', '.join(names)} overflow after scaling (values too large); "
-                        "rescale them, or set data.scale: minmax")
+        raise DataError(
+            f"columns {', '.join(names)} overflow after scaling (values too large); "
+            "rescale them, or set data.scale: minmax"
+        )
     return TabularData(frames, prep, encoded, str(source), dropped)
 
 
@@ -156,10 +167,10 @@ class Batches:
     """Shuffled mini-batches whose order depends only on (seed, epoch), so resume is exact."""
 
     def __init__(self, enc: Encoded, batch_size: int | str, seed: int, shuffle: bool = True):
-        self.x = torch.from_numpy(enc.x)
-        self.cat = torch.from_numpy(enc.cat) if enc.cat is not None else None
+        self.x = torch.as_tensor(np.array(enc.x))
+        self.cat = torch.as_tensor(np.array(enc.cat)) if enc.cat is not None else None
         assert enc.y is not None
-        self.y = torch.from_numpy(enc.y)
+        self.y = torch.as_tensor(np.array(enc.y))
         self.n = len(self.x)
         self.batch_size = self.n if batch_size == "full" else min(int(batch_size), self.n)
         self.seed = seed

@@ -62,4 +62,5 @@ class MLP(nn.Module):
                    spec.embedding_dim)
 
     def forward(self, x: torch.Tensor, cat: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(self.inputs(x, cat))  # (B, n_outputs)
+        h = x if cat is None else self.inputs(x, cat)  # (B, n_features)
+        return self.net(h)  # (B, n_outputs)

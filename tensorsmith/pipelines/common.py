@@ -58,8 +58,15 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}
-    for name in ("tensorsmith", "torch", "numpy", "pandas", "scikit-learn", "safetensors",
-                 "tokenizers"):
+    for name in (
+        "tensorsmith",
+        "torch",
+        "numpy",
+        "pandas",
+        "scikit-learn",
+        "safetensors",
+        "tokenizers",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -106,16 +113,24 @@ def load_resume(root: Path, recipe: Recipe, resume: bool) -> dict[str, Any] | No
     return state
 
 
-def make_callbacks(recipe: Recipe, root: Path, total: int, unit: str, rate_unit: str,
-                   meta: dict[str, Any]) -> list[Callback]:
+def make_callbacks(
+    recipe: Recipe, root: Path, total: int, unit: str, rate_unit: str, meta: dict[str, Any]
+) -> list[Callback]:
     spec = recipe.train
     callbacks: list[Callback] = []
     if spec.early_stopping is not None:
         es = spec.early_stopping
         callbacks.append(EarlyStopping(es.monitor, es.patience, es.min_delta, es.mode))
     every = spec.checkpoint_every
-    callbacks.append(Checkpoint(checkpoint_path(root, recipe.name), every, 60.0,
-                                per_step=unit == "step", meta=meta))
+    callbacks.append(
+        Checkpoint(
+            checkpoint_path(root, recipe.name),
+            every,
+            spec.checkpoint_seconds,
+            per_step=unit == "step",
+            meta=meta,
+        )
+    )
     callbacks.append(Progress(total, unit, spec.log_every, rate_unit))
     return callbacks
 
@@ -131,8 +146,15 @@ def artifact_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 
-def run_info(recipe: Recipe, fit: FitResult, wall_seconds: float, device: str,
-             n_params: int, flops_per_sample: float, extra: dict[str, Any]) -> dict[str, Any]:
+def run_info(
+    recipe: Recipe,
+    fit: FitResult,
+    wall_seconds: float,
+    device: str,
+    n_params: int,
+    flops_per_sample: float,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     rate = fit.samples / fit.train_seconds if fit.train_seconds > 0 else 0.0
     return {
         "name": recipe.name,

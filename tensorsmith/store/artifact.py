@@ -48,16 +48,20 @@ def check_writable(root: Path) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise StoreError(f"model store {root} cannot be created: {probe} is a file, not a "
-                         "directory; pass --store DIR or set TENSORSMITH_STORE")
+        raise StoreError(
+            f"model store {root} cannot be created: {probe} is a file, not a "
+            "directory; pass --store DIR or set TENSORSMITH_STORE"
+        )
     try:
         root.mkdir(parents=True, exist_ok=True)
         with open(root / f".write-test-{os.getpid()}", "w") as f:
             f.write("ok")
         os.remove(root / f".write-test-{os.getpid()}")
     except OSError as exc:
-        raise StoreError(f"model store {root} is not writable ({exc.strerror}); pass --store DIR "
-                         "or set TENSORSMITH_STORE to a writable directory") from None
+        raise StoreError(
+            f"model store {root} is not writable ({exc.strerror}); pass --store DIR "
+            "or set TENSORSMITH_STORE to a writable directory"
+        ) from None
 
 
 def _versions(folder: Path) -> list[int]:
@@ -87,8 +91,9 @@ def new_version(root: Path, name: str) -> Iterator[tuple[int, Path]]:
         if m and not _pid_alive(int(m.group(2))):
             shutil.rmtree(p, ignore_errors=True)
     while True:
-        taken = _versions(folder) + [int(m.group(1)) for p in folder.iterdir()
-                                     if (m := _PARTIAL.match(p.name))]
+        taken = _versions(folder) + [
+            int(m.group(1)) for p in folder.iterdir() if (m := _PARTIAL.match(p.name))
+        ]
         version = max(taken, default=0) + 1
         tmp = folder / f".{version}.partial-{os.getpid()}"
         try:
@@ -142,8 +147,11 @@ def resolve(ref: str, root: Path) -> Path:
     if (as_path / "model.safetensors").is_file():
         return as_path
     name, _, version = ref.partition("@")
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and _versions(p)) \
-        if root.is_dir() else []
+    names = (
+        sorted(p.name for p in root.iterdir() if p.is_dir() and _versions(p))
+        if root.is_dir()
+        else []
+    )
     versions = _versions(root / name)
     if not versions:
         listing = ", ".join(names) if names else "none yet; train one with `tensorsmith train`"
@@ -179,14 +187,16 @@ def list_models(root: Path, name: str | None = None) -> list[dict[str, Any]]:
             split = "test" if metrics.get("test") else "valid"
             value = metrics.get(split, {}).get(key)
             gate = run.get("gate")
-            rows.append({
-                "name": folder.name,
-                "version": version,
-                "task": run.get("task", ""),
-                "arch": run.get("arch", ""),
-                "metric": f"{split} {key} {value:.4g}" if isinstance(value, float) else "",
-                "gate": "" if not gate else ("passed" if gate.get("passed") else "failed"),
-                "date": str(run.get("finished_at", ""))[:19].replace("T", " "),
-                "path": str(path),
-            })
+            rows.append(
+                {
+                    "name": folder.name,
+                    "version": version,
+                    "task": run.get("task", ""),
+                    "arch": run.get("arch", ""),
+                    "metric": f"{split} {key} {value:.4g}" if isinstance(value, float) else "",
+                    "gate": "" if not gate else ("passed" if gate.get("passed") else "failed"),
+                    "date": str(run.get("finished_at", ""))[:19].replace("T", " "),
+                    "path": str(path),
+                }
+            )
     return rows

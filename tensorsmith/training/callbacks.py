@@ -51,8 +51,13 @@ class Callback:
 class EarlyStopping(Callback):
     """Stops when ``monitor`` has not improved for ``patience`` evaluations; restores the best."""
 
-    def __init__(self, monitor: str = "valid_loss", patience: int = 20, min_delta: float = 0.0,
-                 mode: str = "auto") -> None:
+    def __init__(
+        self,
+        monitor: str = "valid_loss",
+        patience: int = 20,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+    ) -> None:
         self.monitor = monitor
         self.patience = patience
         self.min_delta = min_delta
@@ -87,8 +92,12 @@ class EarlyStopping(Callback):
             self.trainer.best_row = self.best_row
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_row": copy.deepcopy(self.best_row), "wait": self.wait,
-                "best_weights": self.best_weights}
+        return {
+            "best": self.best,
+            "best_row": copy.deepcopy(self.best_row),
+            "wait": self.wait,
+            "best_weights": self.best_weights,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_row = state["best"], state["best_row"]
@@ -107,8 +116,14 @@ class Checkpoint(Callback):
     """Saves the whole training state every ``every`` epochs (or steps, with ``per_step``), and
     at least every ``seconds`` of wall time."""
 
-    def __init__(self, path: Path, every: int | None = None, seconds: float | None = 60.0,
-                 per_step: bool = False, meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        every: int | None = None,
+        seconds: float | None = 60.0,
+        per_step: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         self.path = path
         self.every = every
         self.seconds = seconds

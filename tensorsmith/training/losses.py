@@ -59,7 +59,10 @@ LOSSES.register("cross_entropy", _cross_entropy)
 
 
 def build_loss(
-    name: str, n_classes: int = 0, class_weights: object = None, labels: torch.Tensor | None = None,
+    name: str,
+    n_classes: int = 0,
+    class_weights: object = None,
+    labels: torch.Tensor | None = None,
     class_names: list[str] | None = None,
 ) -> LossFn:
     """The loss by name, with class weights ("balanced", a list, or {label: weight})."""
@@ -76,13 +79,16 @@ def build_loss(
             names = class_names or [str(i) for i in range(n_classes)]
             unknown = [k for k in class_weights if str(k) not in names]
             if unknown:
-                raise RecipeError(f"train.class_weights names unknown classes {unknown}; "
-                                  f"classes are: {', '.join(names)}")
+                raise RecipeError(
+                    f"train.class_weights names unknown classes {unknown}; "
+                    f"classes are: {', '.join(names)}"
+                )
             weights = torch.tensor([float(class_weights.get(n, 1.0)) for n in names])
         else:
             assert isinstance(class_weights, list)
             if len(class_weights) != n_classes:
-                raise RecipeError(f"train.class_weights has {len(class_weights)} weights for "
-                                  f"{n_classes} classes")
+                raise RecipeError(
+                    f"train.class_weights has {len(class_weights)} weights for {n_classes} classes"
+                )
             weights = torch.tensor([float(w) for w in class_weights])
     return LOSSES.get(name)(weights)

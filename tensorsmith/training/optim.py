@@ -20,23 +20,27 @@ OPTIMIZERS: Registry[Callable[[Params, OptimizerSpec], torch.optim.Optimizer]] =
 )
 OPTIMIZERS.register(
     "sgd",
-    lambda p, s: torch.optim.SGD(p, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov,
-                                 weight_decay=s.weight_decay),
+    lambda p, s: torch.optim.SGD(
+        p, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay
+    ),
 )
 OPTIMIZERS.register(
     "adam",
-    lambda p, s: torch.optim.Adam(p, lr=s.lr, betas=s.betas, eps=s.eps,
-                                  weight_decay=s.weight_decay),
+    lambda p, s: torch.optim.Adam(
+        p, lr=s.lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay
+    ),
 )
 OPTIMIZERS.register(
     "adamw",
-    lambda p, s: torch.optim.AdamW(p, lr=s.lr, betas=s.betas, eps=s.eps,
-                                   weight_decay=s.weight_decay),
+    lambda p, s: torch.optim.AdamW(
+        p, lr=s.lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay
+    ),
 )
 OPTIMIZERS.register(
     "rmsprop",
-    lambda p, s: torch.optim.RMSprop(p, lr=s.lr, momentum=s.momentum, eps=s.eps,
-                                     weight_decay=s.weight_decay),
+    lambda p, s: torch.optim.RMSprop(
+        p, lr=s.lr, momentum=s.momentum, eps=s.eps, weight_decay=s.weight_decay
+    ),
 )
 OPTIMIZERS.register(
     "adagrad",
@@ -72,8 +76,9 @@ def lr_factor(spec: ScheduleSpec, base_lr: float, step: int, total_steps: int) -
 
 def build_schedule(
     optimizer: torch.optim.Optimizer, spec: ScheduleSpec, total_steps: int
-) -> tuple[torch.optim.lr_scheduler.LRScheduler | None,
-           torch.optim.lr_scheduler.ReduceLROnPlateau | None]:
+) -> tuple[
+    torch.optim.lr_scheduler.LRScheduler | None, torch.optim.lr_scheduler.ReduceLROnPlateau | None
+]:
     """(per-step scheduler, per-evaluation plateau scheduler); either may be None."""
     SCHEDULES.get(spec.name)
     if spec.name == "plateau":

@@ -28,9 +28,15 @@ def _clock(seconds: float) -> str:
 class Progress(Callback):
     """Shows loss, metrics, rate (samples or tokens per second) and ETA."""
 
-    def __init__(self, total: int, unit: str = "epoch", log_every: int = 1,
-                 rate_unit: str = "samples", stream: TextIO | None = None,
-                 live: bool | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        unit: str = "epoch",
+        log_every: int = 1,
+        rate_unit: str = "samples",
+        stream: TextIO | None = None,
+        live: bool | None = None,
+    ) -> None:
         self.total = total
         self.unit = unit
         self.log_every = log_every
@@ -47,14 +53,25 @@ class Progress(Callback):
         self._first: int | None = None
         if self.live:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn(f"[bold]{self.unit}"), MofNCompleteColumn(), BarColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
-                TimeRemainingColumn(), console=Console(file=self.stream), transient=False,
+                TextColumn(f"[bold]{self.unit}"),
+                MofNCompleteColumn(),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+                transient=False,
             )
             self._task = self._bar.add_task("train", total=self.total, info="")
             self._bar.start()
@@ -78,8 +95,11 @@ class Progress(Callback):
 
     def on_step_end(self, step: int, loss: torch.Tensor) -> None:
         rate = self._rate()
-        self._bar.update(self._task, completed=step,
-                         info=f"loss {float(loss):.4f}  {rate:,.0f} {self.rate_unit}/s")
+        self._bar.update(
+            self._task,
+            completed=step,
+            info=f"loss {float(loss):.4f}  {rate:,.0f} {self.rate_unit}/s",
+        )
 
     def on_eval_end(self, row: dict[str, float]) -> None:
         counter = self._counter()
@@ -87,11 +107,16 @@ class Progress(Callback):
         info = "  ".join(f"{k} {_fmt(v)}" for k, v in shown.items())
         rate = self._rate()
         if self.live:
-            self._bar.update(self._task, completed=counter,
-                             info=f"{info}  {rate:,.0f} {self.rate_unit}/s")
+            self._bar.update(
+                self._task, completed=counter, info=f"{info}  {rate:,.0f} {self.rate_unit}/s"
+            )
         elif counter % self.log_every == 0 or counter == self.total:
-            print(f"{self.unit} {counter}/{self.total}  {info}  {rate:,.0f} {self.rate_unit}/s  "
-                  f"eta {_clock(self._eta())}", file=self.stream, flush=False)
+            print(
+                f"{self.unit} {counter}/{self.total}  {info}  {rate:,.0f} {self.rate_unit}/s  "
+                f"eta {_clock(self._eta())}",
+                file=self.stream,
+                flush=False,
+            )
 
     def on_fit_end(self) -> None:
         if self._bar is not None:

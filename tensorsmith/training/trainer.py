@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -25,18 +25,22 @@ from tensorsmith.recipe import TrainSpec
 from tensorsmith.training.callbacks import Callback
 from tensorsmith.training.optim import build_optimizer, build_schedule
 
-__all__ = ["FitResult", "StepData", "Trainer"]
+__all__ = ["EpochData", "FitResult", "StepData", "Trainer"]
 
 Batch = tuple[torch.Tensor, ...]
 LossOf = Callable[[nn.Module, Batch], torch.Tensor]
 
 
-class StepData(Protocol):
-    """What the loop reads: ``batches(epoch)`` in epoch mode, ``batch(i)`` in step mode."""
+class EpochData(Protocol):
+    """Epoch mode reads ``batches(epoch)``; the order depends only on (seed, epoch)."""
 
     def __len__(self) -> int: ...
 
     def batches(self, epoch: int) -> Iterable[Batch]: ...
+
+
+class StepData(Protocol):
+    """Step mode reads ``batch(i)``; micro-batch i depends only on (seed, i)."""
 
     def batch(self, index: int) -> Batch: ...
 
@@ -55,8 +59,15 @@ class FitResult:
 
 
 class Trainer:
-    def __init__(self, spec: TrainSpec, callbacks: Iterable[Callback] = (),
-                 device: str = "cpu", tokens_per_sample: int = 1) -> None:
+    history: list[dict[str, float]]
+
+    def __init__(
+        self,
+        spec: TrainSpec,
+        callbacks: Iterable[Callback] = (),
+        device: str = "cpu",
+        tokens_per_sample: int = 1,
+    ) -> None:
         self.spec = spec
         self.callbacks = list(callbacks)
         self.device = torch.device(device)
@@ -101,7 +112,7 @@ class Trainer:
     def fit(
         self,
         model: nn.Module,
-        data: StepData,
+        data: Any,  # EpochData when train.epochs is set, StepData with train.max_steps
         loss_of: LossOf,
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         param_groups: list[dict[str, Any]] | None = None,
@@ -119,7 +130,7 @@ class Trainer:
         total = (spec.epochs or 1) * steps_per_epoch if epoch_mode else int(spec.max_steps or 0)
         self.scheduler, self.plateau = build_schedule(self.optimizer, spec.schedule, total)
         self.epoch = self.step = self.samples = 0
-        self.history: list[dict[str, float]] = []
+        self.history = []
         self.elapsed = 0.0
         self.stop_requested = False
         self.best_row: dict[str, float] | None = None
@@ -143,21 +154,32 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end()
         model.eval()
-        return FitResult(self.history, elapsed, self.step, self.epoch, self.samples,
-                         self.stop_requested, self.best_row, compiled, notes)
+        return FitResult(
+            self.history,
+            elapsed,
+            self.step,
+            self.epoch,
+            self.samples,
+            self.stop_requested,
+            self.best_row,
+            compiled,
+            notes,
+        )
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.spec.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _forward(self, loss_of: LossOf, data: StepData,
-                 epoch_mode: bool) -> tuple[LossOf, bool, list[str]]:
+    def _forward(
+        self, loss_of: LossOf, data: Any, epoch_mode: bool
+    ) -> tuple[LossOf, bool, list[str]]:
         """``loss_of`` as is, or compiled (falling back to eager with a warning)."""
         if not self.spec.compile:
             return loss_of, False, []
-        compiled_model = torch.compile(self.model)
+        compiled_model = cast(nn.Module, torch.compile(self.model))
         probe = next(iter(data.batches(0))) if epoch_mode else data.batch(0)
+        rng = torch.get_rng_state()  # the probe must not shift dropout's stream (exact resume)
         try:
             with self._autocast():
                 loss_of(compiled_model, self._to_device(probe)).backward()
@@ -167,6 +189,8 @@ class Trainer:
             warnings.warn(note, stacklevel=2)
             self.optimizer.zero_grad(set_to_none=True)
             return loss_of, False, [note]
+        finally:
+            torch.set_rng_state(rng)
         return (lambda _m, batch: loss_of(compiled_model, batch)), True, []
 
     def _to_device(self, batch: Batch) -> Batch:
@@ -192,7 +216,7 @@ class Trainer:
             self.scheduler.step()
         self.step += 1
 
-    def _run_epochs(self, data: StepData, forward: LossOf, epochs: int, accum: int) -> None:
+    def _run_epochs(self, data: EpochData, forward: LossOf, epochs: int, accum: int) -> None:
         n_batches = len(data)
         while self.epoch < epochs and not self.stop_requested:
             for i, batch in enumerate(data.batches(self.epoch)):
@@ -204,8 +228,9 @@ class Trainer:
             self.epoch += 1
             self._end_period({"epoch": float(self.epoch)})
 
-    def _run_steps(self, data: StepData, forward: LossOf, total: int, accum: int,
-                   eval_every: int) -> None:
+    def _run_steps(
+        self, data: StepData, forward: LossOf, total: int, accum: int, eval_every: int
+    ) -> None:
         while self.step < total and not self.stop_requested:
             for i in range(accum):
                 self._micro(forward, data.batch(self.step * accum + i), accum)
