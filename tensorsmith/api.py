@@ -8,6 +8,7 @@ tensorsmith.load("windsor-housing@2")
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,35 @@ from tensorsmith.data.preprocess import infer_type
 from tensorsmith.data.sources import check_columns, read_table
 from tensorsmith.errors import DataError
 from tensorsmith.evaluation.report import print_metrics
+from tensorsmith.pipelines.language import (
+    GenerationNotes,
+    LanguageModel,
+    check_text,
+    train_language,
+)
 from tensorsmith.pipelines.tabular import TabularModel, train_tabular
 from tensorsmith.recipe import Recipe, load_recipe, parse_recipe
-from tensorsmith.store.artifact import check_writable, list_models, read_yaml, resolve, store_root
+from tensorsmith.store.artifact import (
+    check_writable,
+    list_models,
+    read_json,
+    resolve,
+    store_root,
+)
 
-__all__ = ["Model", "evaluate", "init_recipe", "load", "models", "predict", "train", "validate"]
+__all__ = [
+    "Model",
+    "evaluate",
+    "generate",
+    "init_recipe",
+    "load",
+    "models",
+    "predict",
+    "train",
+    "validate",
+]
 
-Model = TabularModel
+Model = TabularModel | LanguageModel
 
 
 def _recipe(recipe: str | Path | dict[str, Any] | Recipe, overrides: list[str] | None) -> Recipe:
@@ -52,12 +75,16 @@ def train(
     root = store_root(store)
     check_writable(root)
     out = console or Console(highlight=False)
+    if parsed.task == "language-modeling":
+        return train_language(parsed, root, resume, out, started)
     return train_tabular(parsed, root, resume, out, started)
 
 
 def load(ref: str | Path, store: str | Path | None = None) -> Model:
     """Load ``NAME``, ``NAME@N`` or a model directory (safetensors and JSON only)."""
     path = resolve(str(ref), store_root(store))
+    if read_json(path / "run.json").get("task") == "language-modeling":
+        return LanguageModel.load(path)
     return TabularModel.load(path)
 
 
@@ -69,7 +96,12 @@ def evaluate(
 ) -> dict[str, dict[str, Any]]:
     """Metrics of a stored model on a file, or on the valid/test splits of its own data."""
     model = load(ref, store)
-    if data is not None:
+    if isinstance(model, LanguageModel):
+        if data is not None:
+            metrics = {Path(data).name: model.evaluate(check_text(Path(data)))}
+        else:
+            metrics = model.metrics
+    elif data is not None:
         metrics = {Path(data).name: model.evaluate(read_table(data))}
     else:
         source = Path(model.recipe.data.source)
@@ -77,15 +109,53 @@ def evaluate(
             raise DataError(f"the training data {source} is gone; pass --data FILE to evaluate")
         metrics = model.evaluate_splits()
     if console is not None:
-        print_metrics(metrics, console, title=model.name, labels=model.preprocessor.classes)
+        labels = model.preprocessor.classes if isinstance(model, TabularModel) else None
+        print_metrics(metrics, console, title=model.name, labels=labels)
     return metrics
+
+
+def _language_model(ref: str, store: str | Path | None, verb: str) -> LanguageModel:
+    model = load(ref, store)
+    if not isinstance(model, LanguageModel):
+        raise DataError(
+            f"{verb} is for language models; {model.name} is a {model.recipe.task} "
+            "model: use `tensorsmith predict`"
+        )
+    return model
+
+
+def _tabular_model(ref: str, store: str | Path | None, verb: str) -> TabularModel:
+    model = load(ref, store)
+    if not isinstance(model, TabularModel):
+        raise DataError(
+            f"{verb} is for table models; {model.name} is a language model: use "
+            "`tensorsmith generate`"
+        )
+    return model
+
+
+def generate(
+    ref: str,
+    prompt: str,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: list[str] | None = None,
+    store: str | Path | None = None,
+    notes: GenerationNotes | None = None,
+) -> Iterator[str]:
+    """Stream the continuation of ``prompt`` from a stored language model, piece by piece."""
+    model = _language_model(ref, store, "generate")
+    return model.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, notes)
 
 
 def predict(
     ref: str, data: str | Path, out: str | Path | None = None, store: str | Path | None = None
 ) -> pd.DataFrame:
     """Predictions for a file; written to ``out`` (CSV, TSV, Parquet or JSONL) when given."""
-    model = load(ref, store)
+    model = _tabular_model(ref, store, "predict")
     frame = read_table(data)
     result = pd.concat([frame, model.predict(frame)], axis=1)
     if out is not None:
@@ -152,8 +222,3 @@ def init_recipe(datafile: str | Path, target: str, out: str | Path | None = None
     if out is not None:
         Path(out).write_text(text, encoding="utf-8")
     return text
-
-
-def stored_recipe(ref: str, store: str | Path | None = None) -> dict[str, Any]:
-    recipe: dict[str, Any] = read_yaml(resolve(ref, store_root(store)) / "recipe.yaml")
-    return recipe

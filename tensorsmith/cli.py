@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tensorsmith.errors import TensorsmithError
@@ -45,7 +46,7 @@ def _guarded(fn: F) -> F:
         except TensorsmithError as exc:
             if debug:
                 traceback.print_exc()
-            err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print(
@@ -59,8 +60,8 @@ def _guarded(fn: F) -> F:
             if debug:
                 traceback.print_exc()
             err.print(
-                f"[bold red]error:[/] {type(exc).__name__}: {exc} (run with --debug for "
-                "the traceback)",
+                f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                "(run with --debug for the traceback)",
                 markup=True,
                 soft_wrap=True,
             )
@@ -145,6 +146,41 @@ def predict(
         sys.stdout.write(result.to_csv(index=False))
     else:
         out.print(f"wrote {len(result)} predictions to {out_file}")
+
+
+@app.command()
+@_guarded
+def generate(
+    model: str,
+    prompt: Annotated[str, typer.Option(help="the text to continue")] = "",
+    max_new_tokens: Annotated[int, typer.Option(help="how many tokens to add")] = 200,
+    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.8,
+    top_k: Annotated[int | None, typer.Option(help="sample from the k likeliest")] = None,
+    top_p: Annotated[float | None, typer.Option(help="nucleus mass in (0, 1]")] = None,
+    seed: Annotated[int | None, typer.Option(help="same seed, same text")] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="end at this string")] = None,
+    stream: Annotated[bool, typer.Option(help="print tokens as they come")] = False,
+    store: Store = None,
+    debug: Debug = False,
+) -> None:
+    """Continue --prompt with a language model."""
+    from tensorsmith import api
+    from tensorsmith.pipelines.language import GenerationNotes
+
+    notes = GenerationNotes()
+    pieces = api.generate(
+        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, store, notes
+    )
+    sys.stdout.write(prompt)
+    if stream:
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    else:
+        sys.stdout.write("".join(pieces))
+    sys.stdout.write("\n")
+    for message in notes.messages:
+        err.print(f"note: {message}", markup=False)
 
 
 @app.command()

@@ -193,6 +193,16 @@ class TrainSpec(_Strict):
     checkpoint_seconds: float = Field(default=60.0, gt=0.0)  # and at least this often
     log_every: int = Field(default=1, ge=1)  # epochs between plain log lines
     threads: int | None = Field(default=None, ge=1)
+    eval_batches: int | None = Field(default=50, ge=1)  # language models: valid batches per eval
+
+    @property
+    def batch_size_int(self) -> int:
+        if not isinstance(self.batch_size, int):
+            raise RecipeError(
+                "train.batch_size 'full' is for tables; language models need a "
+                "number of windows per batch, for example 12"
+            )
+        return self.batch_size
 
     @field_validator("batch_size")
     @classmethod

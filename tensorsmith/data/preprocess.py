@@ -43,6 +43,8 @@ def infer_type(series: pd.Series) -> str:
 
 def _rows(mask: np.ndarray | pd.Series) -> str:
     idx = np.flatnonzero(np.asarray(mask)) + 1
+    if isinstance(mask, pd.Series) and pd.api.types.is_integer_dtype(mask.index):
+        idx = np.sort(mask.index[np.asarray(mask, dtype=bool)].to_numpy()) + 1  # rows of the file
     shown = ", ".join(str(i) for i in idx[:10])
     more = f" and {len(idx) - 10} more" if len(idx) > 10 else ""
     return f"{shown}{more}"
@@ -143,12 +145,19 @@ class Preprocessor:
             raise DataError(f"column '{name}' has no numeric values in the train split")
         fill = float(present.median() if self.impute == "median" else present.mean())
         filled = values.fillna(fill)
-        if self.scale == "standard":
-            center, spread = float(filled.mean()), float(filled.std(ddof=0))
-        elif self.scale == "minmax":
-            center, spread = float(filled.min()), float(filled.max() - filled.min())
-        else:
-            center, spread = 0.0, 1.0
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked just below
+            if self.scale == "standard":
+                center, spread = float(filled.mean()), float(filled.std(ddof=0))
+            elif self.scale == "minmax":
+                center, spread = float(filled.min()), float(filled.max() - filled.min())
+            else:
+                center, spread = 0.0, 1.0
+        if not (np.isfinite(center) and np.isfinite(spread)):
+            huge = values.abs() > np.sqrt(np.finfo(float).max / max(len(values), 1))
+            raise DataError(
+                f"column '{name}' has values too large to scale (largest {values.abs().max():.3g}"
+                f") in rows {_rows(huge)}; rescale the column, or set data.transforms.{name}: log"
+            )
         return {
             "name": name,
             "type": "number",

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from tensorsmith.models.gpt import GPT
 from tensorsmith.models.linear import Linear
 from tensorsmith.models.mlp import MLP
 from tensorsmith.registry import Registry
@@ -20,6 +21,7 @@ __all__ = ["MODELS", "build_model"]
 MODELS: Registry[Any] = Registry("architecture", "model.arch")
 MODELS.register("linear", Linear)
 MODELS.register("mlp", MLP)
+MODELS.register("gpt", GPT)
 
 
 def build_model(spec: Any, dims: dict[str, Any]) -> nn.Module:

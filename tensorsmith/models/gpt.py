@@ -13,6 +13,8 @@ cache per layer, so each new token costs one position instead of the whole conte
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -146,9 +148,11 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @classmethod
-    def from_spec(cls, **kwargs: int | float | bool) -> GPT:
-        """``GPT.from_spec(vocab_size=65, block_size=64, ...)``: the config's fields as kwargs."""
-        return cls(GPTConfig(**kwargs))  # type: ignore[arg-type]
+    def from_spec(cls, spec: Any, dims: dict[str, Any]) -> GPT:
+        """From the recipe's ``model`` section and the tokenizer's ``vocab_size``."""
+        return cls(GPTConfig(vocab_size=dims["vocab_size"], block_size=spec.block_size,
+                             n_layer=spec.n_layer, n_head=spec.n_head, n_embd=spec.n_embd,
+                             dropout=spec.dropout, bias=spec.bias, tie_weights=spec.tie_weights))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -188,7 +188,7 @@ def write_artifact(
     files: dict[str, Any],
     history: list[dict[str, float]],
     run: dict[str, Any],
-    plots: Callable[[Path], None] | None,
+    plots: Callable[[Path], object] | None,
     card: Callable[[int], str],
 ) -> tuple[int, Path]:
     """Write one complete version (atomically) and return (version, path)."""
