@@ -392,6 +392,21 @@ def _format_errors(exc: ValidationError, raw: dict[str, Any], source: str) -> st
 # ----------------------------------------------------------------------------- loading
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that reads ``1e-4`` as a float, as YAML 1.2 does (YAML 1.1 reads a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     """Apply ``a.b=c`` overrides; values are parsed as YAML (``lr=0.1`` is a float)."""
     out = copy.deepcopy(raw)
@@ -411,7 +426,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
                 node[part] = child
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+            node[parts[-1]] = _load_yaml(value) if value.strip() else None
         except yaml.YAMLError:
             node[parts[-1]] = value
     return out
@@ -447,7 +462,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not p.is_file():
         raise RecipeError(f"recipe file {p} does not exist; pass the path of a YAML recipe")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = _load_yaml(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise RecipeError(f"recipe {p} is not valid YAML: {exc}") from None
     if raw is None:

@@ -13,11 +13,10 @@ cache per layer, so each new token costs one position instead of the whole conte
 
 from __future__ import annotations
 
-from typing import Any
-
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -150,9 +149,18 @@ class GPT(nn.Module):
     @classmethod
     def from_spec(cls, spec: Any, dims: dict[str, Any]) -> GPT:
         """From the recipe's ``model`` section and the tokenizer's ``vocab_size``."""
-        return cls(GPTConfig(vocab_size=dims["vocab_size"], block_size=spec.block_size,
-                             n_layer=spec.n_layer, n_head=spec.n_head, n_embd=spec.n_embd,
-                             dropout=spec.dropout, bias=spec.bias, tie_weights=spec.tie_weights))
+        return cls(
+            GPTConfig(
+                vocab_size=dims["vocab_size"],
+                block_size=spec.block_size,
+                n_layer=spec.n_layer,
+                n_head=spec.n_head,
+                n_embd=spec.n_embd,
+                dropout=spec.dropout,
+                bias=spec.bias,
+                tie_weights=spec.tie_weights,
+            )
+        )
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
