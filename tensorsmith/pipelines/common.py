@@ -114,7 +114,13 @@ def load_resume(root: Path, recipe: Recipe, resume: bool) -> dict[str, Any] | No
 
 
 def make_callbacks(
-    recipe: Recipe, root: Path, total: int, unit: str, rate_unit: str, meta: dict[str, Any]
+    recipe: Recipe,
+    root: Path,
+    total: int,
+    unit: str,
+    rate_unit: str,
+    meta: dict[str, Any],
+    console: Console,
 ) -> list[Callback]:
     spec = recipe.train
     callbacks: list[Callback] = []
@@ -131,7 +137,7 @@ def make_callbacks(
             meta=meta,
         )
     )
-    callbacks.append(Progress(total, unit, spec.log_every, rate_unit))
+    callbacks.append(Progress(total, unit, spec.log_every, rate_unit, stream=console.file))
     return callbacks
 
 

@@ -240,7 +240,7 @@ def train_language(
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b[1].reshape(-1))
 
     meta = {"recipe": recipe_to_yaml(recipe), "dims": dims}
-    callbacks = make_callbacks(recipe, root, int(train.max_steps), "step", "tokens", meta)
+    callbacks = make_callbacks(recipe, root, int(train.max_steps), "step", "tokens", meta, console)
     trainer = Trainer(train, callbacks, device=device, tokens_per_sample=block)
     console.print(
         f"{recipe.name}: {module.num_parameters():,} parameters, vocabulary "

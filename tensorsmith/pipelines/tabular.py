@@ -181,7 +181,7 @@ def _evaluator(
         return None
     x = torch.from_numpy(valid.x)
     cat = torch.from_numpy(valid.cat) if valid.cat is not None else None
-    y = torch.from_numpy(valid.y)
+    y = torch.as_tensor(np.array(valid.y))
     metric = monitor.removeprefix("valid_") if monitor and monitor != "valid_loss" else None
 
     def evaluate(model: nn.Module) -> dict[str, float]:
@@ -253,7 +253,7 @@ def train_tabular(
     evaluate = _evaluator(recipe.task, loss_fn, valid, es.monitor if es else None, prep.classes)
     epochs = int(recipe.train.epochs or 1)
     meta = {"recipe": recipe_to_yaml(recipe), "dims": dims}
-    callbacks = make_callbacks(recipe, root, epochs, "epoch", "samples", meta)
+    callbacks = make_callbacks(recipe, root, epochs, "epoch", "samples", meta, console)
     trainer = Trainer(recipe.train, callbacks, device=pick_device())
     fit = trainer.fit(
         module, batches, lambda m, b: loss_fn(m(*b[:-1]), b[-1]), evaluate, resume=checkpoint

@@ -118,9 +118,24 @@ class Trainer:
         param_groups: list[dict[str, Any]] | None = None,
         resume: dict[str, Any] | None = None,
     ) -> FitResult:
+        threads = torch.get_num_threads()
+        if self.spec.threads:
+            torch.set_num_threads(self.spec.threads)
+        try:
+            return self._fit(model, data, loss_of, evaluate, param_groups, resume)
+        finally:
+            torch.set_num_threads(threads)  # train.threads applies to this run only
+
+    def _fit(
+        self,
+        model: nn.Module,
+        data: Any,
+        loss_of: LossOf,
+        evaluate: Callable[[nn.Module], dict[str, float]] | None,
+        param_groups: list[dict[str, Any]] | None,
+        resume: dict[str, Any] | None,
+    ) -> FitResult:
         spec = self.spec
-        if spec.threads:
-            torch.set_num_threads(spec.threads)
         torch.manual_seed(spec.seed + 1)  # dropout's stream; the caller seeded the model init
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(param_groups or model.parameters(), spec.optimizer)
