@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
@@ -34,7 +34,7 @@ class Progress(Callback):
         unit: str = "epoch",
         log_every: int = 1,
         rate_unit: str = "samples",
-        stream: TextIO | None = None,
+        stream: IO[str] | None = None,
         live: bool | None = None,
     ) -> None:
         self.total = total
