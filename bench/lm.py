@@ -74,8 +74,9 @@ class BaselineGPT(nn.Module):
         return self.head(self.ln(self.blocks(self.wte(idx) + self.wpe(pos))))
 
 
-def baseline_tokens_per_second(vocab: int, cfg: dict[str, int], sampler: WindowSampler,
-                               steps: int, warmup: int) -> float:
+def baseline_tokens_per_second(
+    vocab: int, cfg: dict[str, int], sampler: WindowSampler, steps: int, warmup: int
+) -> float:
     torch.manual_seed(0)
     model = BaselineGPT(vocab, cfg["block_size"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
@@ -108,14 +109,30 @@ class StepClock(Callback):
         self.times.append(time.perf_counter())
 
 
-def ours_tokens_per_second(vocab: int, cfg: dict[str, int], sampler: WindowSampler, steps: int,
-                           warmup: int, precision: str, compile_: bool) -> float:
-    recipe = parse_recipe({
-        "name": "bench", "task": "language-modeling", "data": {"source": "unused"},
-        "model": {"arch": "gpt", **{k: v for k, v in cfg.items() if k != "batch"}},
-        "train": {"max_steps": warmup + steps, "batch_size": cfg["batch"],
-                  "precision": precision, "compile": compile_, "eval_every": warmup + steps},
-    })
+def ours_tokens_per_second(
+    vocab: int,
+    cfg: dict[str, int],
+    sampler: WindowSampler,
+    steps: int,
+    warmup: int,
+    precision: str,
+    compile_: bool,
+) -> float:
+    recipe = parse_recipe(
+        {
+            "name": "bench",
+            "task": "language-modeling",
+            "data": {"source": "unused"},
+            "model": {"arch": "gpt", **{k: v for k, v in cfg.items() if k != "batch"}},
+            "train": {
+                "max_steps": warmup + steps,
+                "batch_size": cfg["batch"],
+                "precision": precision,
+                "compile": compile_,
+                "eval_every": warmup + steps,
+            },
+        }
+    )
     torch.manual_seed(0)
     model = GPT.from_spec(recipe.model, {"vocab_size": vocab})
     clock = StepClock()
@@ -138,8 +155,15 @@ def generation(vocab: int) -> tuple[float, float, bool]:
     torch.set_num_threads(1)
     cfg = CONFIGS["small"]
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=vocab, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
-                          n_head=cfg["n_head"], n_embd=cfg["n_embd"])).eval()
+    model = GPT(
+        GPTConfig(
+            vocab_size=vocab,
+            block_size=cfg["block_size"],
+            n_layer=cfg["n_layer"],
+            n_head=cfg["n_head"],
+            n_embd=cfg["n_embd"],
+        )
+    ).eval()
     prompt = torch.randint(0, vocab, (1, 8))
     times, outs = [], []
     for use_cache in (True, False):
@@ -164,11 +188,14 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--tiny-steps", type=int, default=200)
     parser.add_argument("--small-steps", type=int, default=30)
+    parser.add_argument("--compile", action="store_true", help="also try torch.compile")
     args = parser.parse_args()
     threads = torch.get_num_threads()
-    peaks = {p: measure_matmul_flops(p, 2048) for p in ("fp32", "bf16")}
-    print(f"matmul peak ({threads} threads): fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, "
-          f"bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s")
+    peaks = {p: measure_matmul_flops(p) for p in ("fp32", "bf16")}
+    print(
+        f"matmul peak ({threads} threads): fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, "
+        f"bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = corpus(Path(tmp))
         text = path.read_text(encoding="utf-8")
@@ -178,49 +205,91 @@ def main() -> None:
         vocab = tok.vocab_size
         if not args.skip_quality:
             recipe = {
-                "name": "bench-tiny", "task": "language-modeling",
-                "data": {"source": str(path), "tokenizer": {"kind": "char"},
-                         "split": {"valid": 0.1}, "valid_by": "tail"},
-                "model": {"arch": "gpt", "n_layer": 4, "n_head": 4, "n_embd": 128,
-                          "block_size": 64, "dropout": 0.0},
-                "train": {"max_steps": 2000, "batch_size": 12,
-                          "optimizer": {"name": "adamw", "lr": 1e-3},
-                          "schedule": {"name": "cosine", "warmup_steps": 100, "min_lr": 1e-4},
-                          "eval_every": 500},
+                "name": "bench-tiny",
+                "task": "language-modeling",
+                "data": {
+                    "source": str(path),
+                    "tokenizer": {"kind": "char"},
+                    "split": {"valid": 0.1},
+                    "valid_by": "tail",
+                },
+                "model": {
+                    "arch": "gpt",
+                    "n_layer": 4,
+                    "n_head": 4,
+                    "n_embd": 128,
+                    "block_size": 64,
+                    "dropout": 0.0,
+                },
+                "train": {
+                    "max_steps": 2000,
+                    "batch_size": 12,
+                    "optimizer": {"name": "adamw", "lr": 1e-3},
+                    "schedule": {"name": "cosine", "warmup_steps": 100, "min_lr": 1e-4},
+                    "eval_every": 500,
+                },
                 "evaluate": {"samples": 1},
             }
-            model = tensorsmith.train(recipe, store=Path(tmp) / "store",
-                                      console=Console(file=io.StringIO()))
+            model = tensorsmith.train(
+                recipe, store=Path(tmp) / "store", console=Console(file=io.StringIO())
+            )
             loss = model.metrics["valid"]["loss"]
-            print(f"quality: tiny, 2,000 steps: valid loss {loss:.3f} (goal ≤ 1.90), "
-                  f"{model.run['train_seconds']:.0f} s incl. evaluations")
+            print(
+                f"quality: tiny, 2,000 steps: valid loss {loss:.3f} (goal ≤ 1.90), "
+                f"{model.run['train_seconds']:.0f} s incl. evaluations"
+            )
         rows = []
         for name, steps in (("tiny", args.tiny_steps), ("small", args.small_steps)):
             cfg = CONFIGS[name]
             sampler = WindowSampler(ids, cfg["block_size"], cfg["batch"], seed=0)
             warm = 5
             base = baseline_tokens_per_second(vocab, cfg, sampler, max(steps // 3, 5), 2)
-            model = GPT(GPTConfig(vocab_size=vocab, block_size=cfg["block_size"],
-                                  n_layer=cfg["n_layer"], n_head=cfg["n_head"],
-                                  n_embd=cfg["n_embd"]))
+            model = GPT(
+                GPTConfig(
+                    vocab_size=vocab,
+                    block_size=cfg["block_size"],
+                    n_layer=cfg["n_layer"],
+                    n_head=cfg["n_head"],
+                    n_embd=cfg["n_embd"],
+                )
+            )
             flops = model.flops_per_token()
-            for precision in ("fp32", "bf16"):
-                ours = ours_tokens_per_second(vocab, cfg, sampler, steps, warm, precision, False)
-                rows.append((name, precision, ours, base, ours * flops / peaks["fp32"],
-                             ours * flops / peaks["bf16"]))
-                print(f"  {name} {precision}: {ours:,.0f} tok/s (baseline fp32 {base:,.0f})",
-                      flush=True)
+            for precision, compile_ in (("fp32", False), ("bf16", False), ("fp32", True)):
+                if compile_ and not args.compile:
+                    continue
+                ours = ours_tokens_per_second(vocab, cfg, sampler, steps, warm, precision, compile_)
+                label = f"{precision}, fused AdamW" + (", torch.compile" if compile_ else "")
+                rows.append(
+                    (
+                        name,
+                        label,
+                        ours,
+                        base,
+                        ours * flops / peaks["fp32"],
+                        ours * flops / peaks["bf16"],
+                    )
+                )
+                print(
+                    f"  {name} {label}: {ours:,.0f} tok/s (baseline fp32 {base:,.0f})", flush=True
+                )
     print()
-    print("| config | ours: precision | ours tok/s | baseline fp32 tok/s | ratio | "
-          "MFU vs fp32 peak | MFU vs bf16 peak |")
+    print(
+        "| config | ours: precision | ours tok/s | baseline fp32 tok/s | ratio | "
+        "MFU vs fp32 peak | MFU vs bf16 peak |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, precision, ours, base, mfu32, mfu16 in rows:
-        print(f"| {name} | {precision}, fused AdamW | {ours:,.0f} | {base:,.0f} | "
-              f"{ours / base:.2f}x | {mfu32:.1%} | {mfu16:.1%} |")
+        print(
+            f"| {name} | {precision} | {ours:,.0f} | {base:,.0f} | "
+            f"{ours / base:.2f}x | {mfu32:.1%} | {mfu16:.1%} |"
+        )
     cached, full, same = generation(vocab)
-    print(f"\ngeneration, small model, 256 new tokens (greedy, 1 thread): KV cache {cached:.2f} s, full "
-          f"recompute {full:.2f} s, speed-up {full / cached:.1f}x (goal ≥ 5x), identical "
-          f"tokens: {same}")
+    print(
+        f"\ngeneration, small model, 256 new tokens (greedy, 1 thread): KV cache {cached:.2f} s, "
+        f"full recompute "
+        f"{full:.2f} s, speed-up {full / cached:.1f}x (goal ≥ 5x), identical "
+        f"tokens: {same}"
+    )
 
 
 if __name__ == "__main__":

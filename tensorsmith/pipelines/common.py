@@ -121,6 +121,8 @@ def make_callbacks(
     rate_unit: str,
     meta: dict[str, Any],
     console: Console,
+    flops_per_unit: float = 0.0,
+    peak: float = 0.0,
 ) -> list[Callback]:
     spec = recipe.train
     callbacks: list[Callback] = []
@@ -137,7 +139,9 @@ def make_callbacks(
             meta=meta,
         )
     )
-    callbacks.append(Progress(total, unit, spec.log_every, rate_unit, stream=console.file))
+    callbacks.append(
+        Progress(total, unit, spec.log_every, rate_unit, flops_per_unit, peak, stream=console.file)
+    )
     return callbacks
 
 

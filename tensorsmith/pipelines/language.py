@@ -240,7 +240,11 @@ def train_language(
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b[1].reshape(-1))
 
     meta = {"recipe": recipe_to_yaml(recipe), "dims": dims}
-    callbacks = make_callbacks(recipe, root, int(train.max_steps), "step", "tokens", meta, console)
+    peak = peak_flops(device, "bf16" if train.precision == "bf16" else "fp32", root / ".cache")
+    flops_per_token = module.flops_per_token()
+    callbacks = make_callbacks(
+        recipe, root, int(train.max_steps), "step", "tokens", meta, console, flops_per_token, peak
+    )
     trainer = Trainer(train, callbacks, device=device, tokens_per_sample=block)
     console.print(
         f"{recipe.name}: {module.num_parameters():,} parameters, vocabulary "
@@ -265,8 +269,6 @@ def train_language(
         for i in range(recipe.evaluate.samples)
     ]
     tokens_per_second = fit.samples * block / fit.train_seconds if fit.train_seconds else 0.0
-    flops_per_token = module.flops_per_token()
-    peak = peak_flops(device, "bf16" if train.precision == "bf16" else "fp32", root / ".cache")
     achieved = tokens_per_second * flops_per_token
     extra = {
         "dims": dims,

@@ -34,6 +34,8 @@ class Progress(Callback):
         unit: str = "epoch",
         log_every: int = 1,
         rate_unit: str = "samples",
+        flops_per_unit: float = 0.0,
+        peak_flops: float = 0.0,
         stream: IO[str] | None = None,
         live: bool | None = None,
     ) -> None:
@@ -41,6 +43,8 @@ class Progress(Callback):
         self.unit = unit
         self.log_every = log_every
         self.rate_unit = rate_unit
+        self.flops_per_unit = flops_per_unit  # with peak_flops: shows model FLOPs utilisation
+        self.peak_flops = peak_flops
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
         self.wants_steps = unit == "step" and self.live
@@ -93,12 +97,18 @@ class Progress(Callback):
         left = self.total - self._counter()
         return (time.perf_counter() - self._start) / done * left if done > 0 else 0.0
 
+    def _speed(self, rate: float) -> str:
+        text = f"{rate:,.0f} {self.rate_unit}/s"
+        if self.flops_per_unit and self.peak_flops:
+            text += f"  mfu {rate * self.flops_per_unit / self.peak_flops:.1%}"
+        return text
+
     def on_step_end(self, step: int, loss: torch.Tensor) -> None:
         rate = self._rate()
         self._bar.update(
             self._task,
             completed=step,
-            info=f"loss {float(loss):.4f}  {rate:,.0f} {self.rate_unit}/s",
+            info=f"loss {float(loss):.4f}  {self._speed(rate)}",
         )
 
     def on_eval_end(self, row: dict[str, float]) -> None:
@@ -107,12 +117,10 @@ class Progress(Callback):
         info = "  ".join(f"{k} {_fmt(v)}" for k, v in shown.items())
         rate = self._rate()
         if self.live:
-            self._bar.update(
-                self._task, completed=counter, info=f"{info}  {rate:,.0f} {self.rate_unit}/s"
-            )
+            self._bar.update(self._task, completed=counter, info=f"{info}  {self._speed(rate)}")
         elif counter % self.log_every == 0 or counter == self.total:
             print(
-                f"{self.unit} {counter}/{self.total}  {info}  {rate:,.0f} {self.rate_unit}/s  "
+                f"{self.unit} {counter}/{self.total}  {info}  {self._speed(rate)}  "
                 f"eta {_clock(self._eta())}",
                 file=self.stream,
                 flush=False,
