@@ -117,13 +117,18 @@ def ours_tokens_per_second(
     warmup: int,
     precision: str,
     compile_: bool,
+    bias: bool,
 ) -> float:
     recipe = parse_recipe(
         {
             "name": "bench",
             "task": "language-modeling",
             "data": {"source": "unused"},
-            "model": {"arch": "gpt", **{k: v for k, v in cfg.items() if k != "batch"}},
+            "model": {
+                "arch": "gpt",
+                "bias": bias,
+                **{k: v for k, v in cfg.items() if k != "batch"},
+            },
             "train": {
                 "max_steps": warmup + steps,
                 "batch_size": cfg["batch"],
@@ -220,6 +225,7 @@ def main() -> None:
                     "n_embd": 128,
                     "block_size": 64,
                     "dropout": 0.0,
+                    "bias": False,
                 },
                 "train": {
                     "max_steps": 2000,
@@ -244,21 +250,32 @@ def main() -> None:
             sampler = WindowSampler(ids, cfg["block_size"], cfg["batch"], seed=0)
             warm = 5
             base = baseline_tokens_per_second(vocab, cfg, sampler, max(steps // 3, 5), 2)
-            model = GPT(
-                GPTConfig(
-                    vocab_size=vocab,
-                    block_size=cfg["block_size"],
-                    n_layer=cfg["n_layer"],
-                    n_head=cfg["n_head"],
-                    n_embd=cfg["n_embd"],
+            # fp32 suits tiny's small matrices; small's are big enough for bf16 on AMX.
+            # Biases (Linear and LayerNorm) are optional in our GPT; without them a step is
+            # about 10% faster here, and quality is no worse (nanoGPT makes the same choice).
+            if name == "tiny":
+                variants = [("fp32", False, True), ("fp32", False, False), ("bf16", False, False)]
+            else:
+                variants = [("bf16", False, True), ("bf16", False, False)]
+            if args.compile:
+                variants.append((variants[0][0], True, False))
+            for precision, compile_, bias in variants:
+                model = GPT(
+                    GPTConfig(
+                        vocab_size=vocab,
+                        block_size=cfg["block_size"],
+                        n_layer=cfg["n_layer"],
+                        n_head=cfg["n_head"],
+                        n_embd=cfg["n_embd"],
+                        bias=bias,
+                    )
                 )
-            )
-            flops = model.flops_per_token()
-            for precision, compile_ in (("fp32", False), ("bf16", False), ("fp32", True)):
-                if compile_ and not args.compile:
-                    continue
-                ours = ours_tokens_per_second(vocab, cfg, sampler, steps, warm, precision, compile_)
+                flops = model.flops_per_token()
+                ours = ours_tokens_per_second(
+                    vocab, cfg, sampler, steps, warm, precision, compile_, bias
+                )
                 label = f"{precision}, fused AdamW" + (", torch.compile" if compile_ else "")
+                label += "" if bias else ", no bias"
                 rows.append(
                     (
                         name,

@@ -280,7 +280,7 @@ _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
             "max_steps": 2000,
             "batch_size": 12,
             "loss": "cross_entropy",
-            "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.1, "betas": [0.9, 0.95]},
+            "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.1, "betas": [0.9, 0.99]},
             "schedule": {"name": "cosine", "warmup_steps": 100, "min_lr": 1e-4},
             "grad_clip": 1.0,
             "eval_every": 250,
