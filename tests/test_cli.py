@@ -88,9 +88,14 @@ def test_init_out_file_then_train(tmp_path: Path) -> None:
     recipe.parent.mkdir()
     ok(run_cli("init", WINDSOR_CSV, "--target", "price", "--out", recipe, cwd=tmp_path))
     assert recipe.is_file()
+    # the data path is written relative to the recipe's folder
+    source = yaml.safe_load(recipe.read_text())["data"]["source"]
+    assert (recipe.parent / source).resolve() == WINDSOR_CSV.resolve()
     store = tmp_path / "store"
-    ok(run_cli("train", recipe, "--set", "train.epochs=2", store=store))
+    # train it in process (the CLI train path is covered by the other tests)
+    model = tensorsmith.train(recipe, ["train.epochs=2"], store=store, console=quiet_console())
     version = store / "windsor-housing" / "1"
+    assert model.path == version
     assert (version / "model.safetensors").is_file()
     assert json.loads((version / "run.json").read_text())["epochs"] == 2
 
