@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import yaml
@@ -20,6 +20,7 @@ from tensorsmith.data.preprocess import infer_type
 from tensorsmith.data.sources import check_columns, read_table
 from tensorsmith.errors import DataError
 from tensorsmith.evaluation.report import print_metrics
+from tensorsmith.pipelines.common import StoredModel
 from tensorsmith.pipelines.language import (
     GenerationNotes,
     LanguageModel,
@@ -48,7 +49,8 @@ __all__ = [
     "validate",
 ]
 
-Model = TabularModel | LanguageModel
+Model = StoredModel  # the base of TabularModel and LanguageModel
+_M = TypeVar("_M", TabularModel, LanguageModel)
 
 
 def _recipe(recipe: str | Path | dict[str, Any] | Recipe, overrides: list[str] | None) -> Recipe:
@@ -68,7 +70,7 @@ def train(
     store: str | Path | None = None,
     resume: bool = False,
     console: Console | None = None,
-) -> Model:
+) -> TabularModel | LanguageModel:
     """Train a recipe and store the model as a new version; returns the trained model."""
     started = time.perf_counter()
     parsed = _recipe(recipe, overrides)
@@ -80,7 +82,7 @@ def train(
     return train_tabular(parsed, root, resume, out, started)
 
 
-def load(ref: str | Path, store: str | Path | None = None) -> Model:
+def load(ref: str | Path, store: str | Path | None = None) -> TabularModel | LanguageModel:
     """Load ``NAME``, ``NAME@N`` or a model directory (safetensors and JSON only)."""
     path = resolve(str(ref), store_root(store))
     if read_json(path / "run.json").get("task") == "language-modeling":
@@ -114,22 +116,15 @@ def evaluate(
     return metrics
 
 
-def _language_model(ref: str, store: str | Path | None, verb: str) -> LanguageModel:
+def _load_as(kind: type[_M], ref: str, store: str | Path | None, verb: str) -> _M:
+    """Load ``ref`` and check that ``verb`` fits it (predict for tables, generate for text)."""
     model = load(ref, store)
-    if not isinstance(model, LanguageModel):
+    if not isinstance(model, kind):
+        is_lm = isinstance(model, LanguageModel)
+        what = "a language model" if is_lm else f"a {model.recipe.task} model"
         raise DataError(
-            f"{verb} is for language models; {model.name} is a {model.recipe.task} "
-            "model: use `tensorsmith predict`"
-        )
-    return model
-
-
-def _tabular_model(ref: str, store: str | Path | None, verb: str) -> TabularModel:
-    model = load(ref, store)
-    if not isinstance(model, TabularModel):
-        raise DataError(
-            f"{verb} is for table models; {model.name} is a language model: use "
-            "`tensorsmith generate`"
+            f"{verb} is for {'language' if kind is LanguageModel else 'table'} models; "
+            f"{model.name} is {what}: use `tensorsmith {'generate' if is_lm else 'predict'}`"
         )
     return model
 
@@ -147,7 +142,7 @@ def generate(
     notes: GenerationNotes | None = None,
 ) -> Iterator[str]:
     """Stream the continuation of ``prompt`` from a stored language model, piece by piece."""
-    model = _language_model(ref, store, "generate")
+    model = _load_as(LanguageModel, ref, store, "generate")
     return model.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, notes)
 
 
@@ -155,7 +150,7 @@ def predict(
     ref: str, data: str | Path, out: str | Path | None = None, store: str | Path | None = None
 ) -> pd.DataFrame:
     """Predictions for a file; written to ``out`` (CSV, TSV, Parquet or JSONL) when given."""
-    model = _tabular_model(ref, store, "predict")
+    model = _load_as(TabularModel, ref, store, "predict")
     frame = read_table(data)
     result = pd.concat([frame, model.predict(frame)], axis=1)
     if out is not None:

@@ -14,18 +14,26 @@ from typing import Any
 import torch
 import yaml
 from rich.console import Console
-from safetensors.torch import save_model
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 from tensorsmith.errors import TrainingError
 from tensorsmith.evaluation.gate import GateResult
+from tensorsmith.models import build_model
 from tensorsmith.recipe import Recipe, recipe_to_yaml
-from tensorsmith.store.artifact import new_version, write_history, write_json
+from tensorsmith.store.artifact import (
+    new_version,
+    read_json,
+    read_yaml,
+    write_history,
+    write_json,
+)
 from tensorsmith.training.callbacks import Callback, Checkpoint, EarlyStopping
 from tensorsmith.training.progress import Progress
 from tensorsmith.training.trainer import FitResult
 
 __all__ = [
+    "StoredModel",
     "artifact_recipe",
     "checkpoint_path",
     "hardware",
@@ -35,6 +43,37 @@ __all__ = [
     "run_info",
     "write_artifact",
 ]
+
+
+class StoredModel:
+    """What every trained model has: its folder, recipe, torch module, run record, metrics."""
+
+    def __init__(
+        self,
+        path: Path,
+        recipe: Recipe,
+        module: nn.Module,
+        run: dict[str, Any],
+        metrics: dict[str, Any],
+    ) -> None:
+        self.path = path
+        self.recipe = recipe
+        self.module = module.eval()
+        self.run = run
+        self.metrics = metrics
+
+    @property
+    def name(self) -> str:
+        return f"{self.recipe.name}@{self.run.get('version', '?')}"
+
+    @staticmethod
+    def _read(path: Path) -> tuple[Recipe, nn.Module, dict[str, Any], dict[str, Any]]:
+        """(recipe, module with its weights, run.json, metrics.json) of a version folder."""
+        recipe = Recipe.model_validate(read_yaml(path / "recipe.yaml"))
+        run = read_json(path / "run.json")
+        module = build_model(recipe.model, run["dims"])
+        load_model(module, str(path / "model.safetensors"))
+        return recipe, module, run, read_json(path / "metrics.json")
 
 
 def pick_device() -> str:

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from safetensors.torch import load_model
 from torch import nn
 
 from tensorsmith.data.text import load_corpus, split_corpus
@@ -27,6 +26,7 @@ from tensorsmith.evaluation.report import print_metrics
 from tensorsmith.models import build_model
 from tensorsmith.models.gpt import GPT
 from tensorsmith.pipelines.common import (
+    StoredModel,
     load_resume,
     make_callbacks,
     pick_device,
@@ -34,7 +34,6 @@ from tensorsmith.pipelines.common import (
     write_artifact,
 )
 from tensorsmith.recipe import Recipe, recipe_to_yaml
-from tensorsmith.store.artifact import read_json, read_yaml
 from tensorsmith.training.mfu import peak_flops
 from tensorsmith.training.trainer import Trainer
 
@@ -62,8 +61,10 @@ def _mean_loss(
     return total / max(count, 1)
 
 
-class LanguageModel:
+class LanguageModel(StoredModel):
     """A trained GPT with its tokenizer: ``generate``, ``stream``, ``evaluate``."""
+
+    module: GPT
 
     def __init__(
         self,
@@ -74,26 +75,15 @@ class LanguageModel:
         run: dict[str, Any],
         metrics: dict[str, Any],
     ) -> None:
-        self.path = path
-        self.recipe = recipe
-        self.module = module.eval()
+        super().__init__(path, recipe, module, run, metrics)
         self.tokenizer = tokenizer
-        self.run = run
-        self.metrics = metrics
-
-    @property
-    def name(self) -> str:
-        return f"{self.recipe.name}@{self.run.get('version', '?')}"
 
     @classmethod
     def load(cls, path: Path) -> LanguageModel:
-        recipe = Recipe.model_validate(read_yaml(path / "recipe.yaml"))
-        run = read_json(path / "run.json")
-        module = build_model(recipe.model, run["dims"])
-        load_model(module, str(path / "model.safetensors"))
+        recipe, module, run, metrics = cls._read(path)
         assert isinstance(module, GPT)
         tokenizer = TextTokenizer.load(path / "tokenizer.json")
-        return cls(path, recipe, module, tokenizer, run, read_json(path / "metrics.json"))
+        return cls(path, recipe, module, tokenizer, run, metrics)
 
     def evaluate(self, text: str, max_batches: int | None = None) -> dict[str, float]:
         """Loss (nats per token) and perplexity of ``text`` under the model."""

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
-from safetensors.torch import load_model
 from torch import nn
 
 from tensorsmith.data.preprocess import Encoded, Preprocessor
@@ -23,6 +22,7 @@ from tensorsmith.evaluation.plots import plot_decision_boundary, plot_task
 from tensorsmith.evaluation.report import format_gate, print_metrics
 from tensorsmith.models import build_model
 from tensorsmith.pipelines.common import (
+    StoredModel,
     load_resume,
     make_callbacks,
     pick_device,
@@ -30,7 +30,7 @@ from tensorsmith.pipelines.common import (
     write_artifact,
 )
 from tensorsmith.recipe import Recipe, recipe_to_yaml
-from tensorsmith.store.artifact import read_json, read_yaml
+from tensorsmith.store.artifact import read_json
 from tensorsmith.training.losses import build_loss
 from tensorsmith.training.trainer import Trainer
 
@@ -52,7 +52,7 @@ def _resolve_loss(recipe: Recipe, n_classes: int) -> str:
     return loss or ("bce" if n_classes == 2 else "cross_entropy")
 
 
-class TabularModel:
+class TabularModel(StoredModel):
     """A trained table model: ``predict(df)``, ``predict_proba(df)``, ``evaluate(df)``."""
 
     def __init__(
@@ -64,25 +64,14 @@ class TabularModel:
         run: dict[str, Any],
         metrics: dict[str, Any],
     ) -> None:
-        self.path = path
-        self.recipe = recipe
-        self.module = module.eval()
+        super().__init__(path, recipe, module, run, metrics)
         self.preprocessor = prep
-        self.run = run
-        self.metrics = metrics
-
-    @property
-    def name(self) -> str:
-        return f"{self.recipe.name}@{self.run.get('version', '?')}"
 
     @classmethod
     def load(cls, path: Path) -> TabularModel:
-        recipe = Recipe.model_validate(read_yaml(path / "recipe.yaml"))
-        run = read_json(path / "run.json")
+        recipe, module, run, metrics = cls._read(path)
         prep = Preprocessor.from_dict(read_json(path / "preprocess.json"))
-        module = build_model(recipe.model, run["dims"])
-        load_model(module, str(path / "model.safetensors"))
-        return cls(path, recipe, module, prep, run, read_json(path / "metrics.json"))
+        return cls(path, recipe, module, prep, run, metrics)
 
     # ------------------------------------------------------------------ inference
 
