@@ -1,6 +1,9 @@
 """Language models end to end: corpus → tokenizer → GPT pretraining → evaluate → generate.
 
-Tiny models on two real Shakespeare poems (tests/data/shakespeare), through the real CLI.
+Tiny models on two real Shakespeare poems (tests/data/shakespeare), through the real CLI in a
+subprocess. The subprocesses run with one OpenMP thread: on a loaded two-core machine a second
+thread makes the tiny per-token kernels of generation wait on each other (20x slower), and the
+numbers these tests compare do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,18 +27,19 @@ from conftest import EXAMPLES, run_cli
 from safetensors.torch import load_file
 
 import tensorsmith
+from tensorsmith.evaluation.report import format_value
 
 POEMS = Path(__file__).parent / "data" / "shakespeare"
-TINY = {
-    "n_layer": 1,
-    "n_head": 2,
-    "n_embd": 32,
-    "block_size": 16,
-    "dropout": 0.0,
-}
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "dropout": 0.0}
+
+
+def cli(*args: str | Path, store: Path) -> tuple[int, str, str]:
+    return run_cli(*args, store=store, env=ONE_THREAD)
 
 
 def write_recipe(folder: Path, name: str = "poems", **changes: object) -> Path:
+    """A tiny char-level recipe over a copy of the poems; ``section__key=value`` changes it."""
     corpus = folder / "corpus"
     if not corpus.exists():
         shutil.copytree(POEMS, corpus)
@@ -48,7 +53,6 @@ def write_recipe(folder: Path, name: str = "poems", **changes: object) -> Path:
             "batch_size": 4,
             "eval_every": 10,
             "eval_batches": 2,
-            "threads": 1,
             "schedule": {"name": "cosine", "warmup_steps": 2},
         },
         "evaluate": {"samples": 1},
@@ -62,14 +66,60 @@ def write_recipe(folder: Path, name: str = "poems", **changes: object) -> Path:
     return path
 
 
+def start_training(recipe: Path, store: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **ONE_THREAD, "TENSORSMITH_STORE": str(store), "NO_COLOR": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tensorsmith.cli", "train", str(recipe), *extra],
+        env=env,
+        cwd=recipe.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def kill_after_first_checkpoint(proc: subprocess.Popen[bytes], checkpoint: Path) -> None:
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    alive = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert alive and checkpoint.exists(), "the run ended (or never checkpointed) before the kill"
+
+
+def check_artifact(version: Path, steps: list[int]) -> dict[str, float]:
+    for name in ("tokenizer.json", "model.safetensors", "recipe.yaml", "card.md", "run.json"):
+        assert (version / name).is_file(), name
+    assert (version / "plots" / "learning_curves.png").stat().st_size > 1000
+    valid = json.loads((version / "metrics.json").read_text())["valid"]
+    assert math.isfinite(valid["loss"]) and valid["loss"] > 0
+    assert math.isclose(valid["perplexity"], math.exp(valid["loss"]), rel_tol=1e-6)
+    history = pd.read_csv(version / "history.csv")
+    assert list(history["step"]) == steps
+    for col in ("train_loss", "valid_loss", "valid_perplexity"):
+        assert history[col].notna().all() and (history[col] > 0).all(), col
+    assert (history["valid_perplexity"] - history["valid_loss"].map(math.exp)).abs().max() < 1e-3
+    run = json.loads((version / "run.json").read_text())
+    assert run["task"] == "language-modeling" and run["steps"] == steps[-1]
+    assert run["tokens_per_second"] > 0 and run["flops_per_token"] > 0
+    assert run["peak_flops"] > 0 and 0 < run["mfu"] < 1
+    card = (version / "card.md").read_text()
+    sample = card.split("### sample 1", 1)[1].split("```")[1]
+    assert sample.strip(), "the card's sample is empty"
+    return valid
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding poems@1, a tiny char-level GPT trained through the CLI."""
     folder = tmp_path_factory.mktemp("lm")
-    recipe = write_recipe(folder)
     store = folder / "store"
-    code, out, err = run_cli("train", recipe, store=store)
+    code, out, err = cli("train", write_recipe(folder), store=store)
     assert code == 0, out + err
-    return store, store / "poems" / "1"
+    return store
+
+
+# ----------------------------------------------------------------------------- journey
 
 
 def test_examples_validate() -> None:
@@ -77,122 +127,163 @@ def test_examples_validate() -> None:
         code, out, err = run_cli("validate", EXAMPLES / "shakespeare_gpt" / name)
         assert code == 0, err
         resolved = yaml.safe_load(out)
-        assert resolved["model"]["arch"] == "gpt"
+        assert resolved["task"] == "language-modeling"
+        assert resolved["model"]["arch"] == "gpt" and resolved["model"]["block_size"] == 64
         assert resolved["train"]["max_steps"] == 2000
-        assert resolved["train"]["epochs"] is None
+        assert "seed" in resolved["train"]  # defaults are filled in
+    bpe = yaml.safe_load(run_cli("validate", EXAMPLES / "shakespeare_gpt" / "bpe.yaml")[1])
+    assert bpe["data"]["tokenizer"] == {"kind": "bpe", "vocab_size": 2048}
 
 
-def test_artifact(trained: tuple[Path, Path]) -> None:
-    _, version = trained
-    for name in ("tokenizer.json", "model.safetensors", "recipe.yaml", "card.md", "run.json"):
-        assert (version / name).is_file(), name
-    assert (version / "plots" / "learning_curves.png").stat().st_size > 0
-    valid = json.loads((version / "metrics.json").read_text())["valid"]
-    assert math.isclose(valid["perplexity"], math.exp(valid["loss"]), rel_tol=1e-6)
-    assert valid["loss"] < math.log(60)  # better than uniform over the characters
-    history = pd.read_csv(version / "history.csv")
-    assert list(history["step"]) == [10, 20]
-    assert {"valid_loss", "valid_perplexity", "train_loss"} <= set(history.columns)
-    run = json.loads((version / "run.json").read_text())
-    assert run["tokens_per_second"] > 0 and run["flops_per_token"] > 0
-    assert run["mfu"] > 0 and run["peak_flops"] > 0
-    assert "sample 1" in (version / "card.md").read_text()
-
-
-def test_evaluate_and_generate(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    store, _ = trained
-    code, out, _ = run_cli("evaluate", "poems", store=store)
-    assert code == 0 and "perplexity" in out
-    text = tmp_path / "other.txt"
-    text.write_text((POEMS / "phoenix_and_the_turtle.txt").read_text()[:2000])
-    code, out, err = run_cli("evaluate", "poems", "--data", text, store=store)
-    assert code == 0, err
-    assert "other.txt" in out
-    args = ["generate", "poems", "--prompt", "Let the", "--max-new-tokens", "20", "--seed", "1"]
-    first, second = run_cli(*args, store=store), run_cli(*args, store=store)
-    assert first[0] == 0 and first[1] == second[1]
-    assert first[1].startswith("Let the") and len(first[1]) > len("Let the")
-    streamed = run_cli(*args, "--stream", store=store)
-    assert streamed[1] == first[1]
-    greedy = run_cli("generate", "poems", "--prompt", "Let", "--temperature", "0", store=store)
-    model = tensorsmith.load("poems", store=store)
-    assert greedy[1] == "Let" + model.generate("Let", 200, temperature=0.0) + "\n"
-    stopped = run_cli(*args, "--stop", "e", store=store)[1]
-    assert "e" not in stopped[len("Let the") :]
-    assert model.evaluate(text.read_text())["perplexity"] > 1.0
+def test_char_model_artifact(trained: Path) -> None:
+    version = trained / "poems" / "1"
+    valid = check_artifact(version, [10, 20])
+    assert valid["loss"] < math.log(70)  # no worse than uniform over ~65 characters
+    tok = json.loads((version / "tokenizer.json").read_text())
+    assert "<|endoftext|>" in tok["model"]["vocab"] and "e" in tok["model"]["vocab"]
 
 
 def test_bpe_model(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, "poems-bpe", data__tokenizer={"kind": "bpe", "vocab_size": 300})
     store = tmp_path / "store"
-    code, out, err = run_cli("train", recipe, store=store)
+    code, out, err = cli("train", recipe, store=store)
     assert code == 0, out + err
-    tok = json.loads((store / "poems-bpe" / "1" / "tokenizer.json").read_text())
-    assert len(tok["model"]["vocab"]) <= 300
-    code, out, _ = run_cli("generate", "poems-bpe", "--prompt", "love", "--seed", "0", store=store)
-    assert code == 0 and out.startswith("love")
+    version = store / "poems-bpe" / "1"
+    check_artifact(version, [10, 20])
+    tokenizer = tensorsmith.load("poems-bpe", store=store).tokenizer
+    assert 257 < tokenizer.vocab_size <= 300
+    assert tokenizer.decode(tokenizer.encode("Let the bird of loudest lay")) == (
+        "Let the bird of loudest lay"
+    )
+    code, out, err = cli("generate", "poems-bpe", "--prompt", "love", "--seed", "0", store=store)
+    assert code == 0, err
+    assert out.startswith("love") and len(out) > len("love\n")
+
+
+def test_evaluate(trained: Path, tmp_path: Path) -> None:
+    valid = json.loads((trained / "poems" / "1" / "metrics.json").read_text())["valid"]
+    code, out, err = cli("evaluate", "poems", store=trained)
+    assert code == 0, err
+    assert "loss" in out and "perplexity" in out
+    assert format_value(valid["loss"]) in out and format_value(valid["perplexity"]) in out
+
+    text = tmp_path / "other.txt"
+    text.write_text((POEMS / "phoenix_and_the_turtle.txt").read_text(encoding="utf-8")[:1500])
+    code, out, err = cli("evaluate", "poems", "--data", text, store=trained)
+    assert code == 0, err
+    assert "other.txt" in out
+    scored = tensorsmith.load("poems", store=trained).evaluate(text.read_text())
+    assert set(scored) >= {"loss", "perplexity"}
+    assert math.isclose(scored["perplexity"], math.exp(scored["loss"]), rel_tol=1e-6)
+    assert format_value(scored["loss"]) in out
+
+
+def test_generate_sampling_is_reproducible(trained: Path) -> None:
+    args = ("generate", "poems", "--prompt", "Let the", "--max-new-tokens", "20", "--seed", "1")
+    first, second = cli(*args, store=trained), cli(*args, store=trained)
+    assert first[0] == 0, first[2]
+    assert first[1] == second[1]
+    assert first[1].startswith("Let the") and len(first[1]) > len("Let the\n")
+    streamed = cli(*args, "--stream", store=trained)
+    assert streamed[0] == 0 and streamed[1] == first[1]
+    other = cli(*args[:-1], "2", store=trained)
+    assert other[0] == 0 and other[1] != first[1]  # the seed matters
+
+
+def test_greedy_generation_is_deterministic_and_matches_the_api(trained: Path) -> None:
+    args = ("generate", "poems", "--prompt", "Let", "--max-new-tokens", "10", "--temperature", "0")
+    first, second = cli(*args, store=trained), cli(*args, store=trained)
+    assert first[0] == 0, first[2]
+    assert first[1] == second[1]
+    model = tensorsmith.load("poems", store=trained)
+    continuation = model.generate("Let", 10, temperature=0, seed=0)
+    assert continuation
+    assert first[1] == "Let" + continuation + "\n"
+
+
+def test_stop_string_truncates(trained: Path) -> None:
+    prompt = "Let the"
+    base = ("generate", "poems", "--prompt", prompt, "--max-new-tokens", "60", "--seed", "3")
+    code, full, err = cli(*base, store=trained)
+    assert code == 0, err
+    continuation = full[len(prompt) : -1]
+    stop = continuation[8]  # a character the same sampling is known to produce
+    code, stopped, err = cli(*base, "--stop", stop, store=trained)
+    assert code == 0, err
+    assert stopped == prompt + continuation[: continuation.index(stop)] + "\n"
+    assert stop not in stopped[len(prompt) :]
+    assert "\n" not in stopped[len(prompt) : -1] or stop != "\n"
+
+
+# ----------------------------------------------------------------------------- token cache
 
 
 def test_token_cache_is_reused(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, train__max_steps=4, train__eval_every=4)
     store = tmp_path / "store"
-    assert run_cli("train", recipe, store=store)[0] == 0
+    assert cli("train", recipe, store=store)[0] == 0
     cache = sorted((store / ".cache" / "tokens").iterdir())
     stamps = [p.stat().st_mtime_ns for p in cache]
     assert len(cache) == 2  # train and valid tokens
-    assert run_cli("train", recipe, store=store)[0] == 0
+    assert cli("train", recipe, store=store)[0] == 0
+    assert (store / "poems" / "2").is_dir()
     assert sorted((store / ".cache" / "tokens").iterdir()) == cache
     assert [p.stat().st_mtime_ns for p in cache] == stamps
+    # a different tokenizer is a different cache entry, not a stale hit
+    bpe = write_recipe(tmp_path, train__max_steps=4, train__eval_every=4)
+    text = bpe.read_text().replace("kind: char", "kind: bpe\n    vocab_size: 300")
+    bpe.write_text(text)
+    assert cli("train", bpe, store=store)[0] == 0
+    assert len(list((store / ".cache" / "tokens").iterdir())) == 4
+
+
+# ----------------------------------------------------------------------------- resume
 
 
 def test_kill_and_resume_gives_the_same_curve(tmp_path: Path) -> None:
     recipe = write_recipe(
         tmp_path,
-        train__max_steps=400,
+        train__max_steps=200,
         train__eval_every=20,
         train__checkpoint_every=20,
-        model__dropout=0.1,
+        model__dropout=0.1,  # dropout draws random numbers: the RNG state must resume too
     )
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    env = {**os.environ, "TENSORSMITH_STORE": str(killed)}
-    cmd = [sys.executable, "-m", "tensorsmith.cli", "train", str(recipe)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = killed / ".checkpoints" / "poems" / "checkpoint.pt"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_after_first_checkpoint(start_training(recipe, killed), checkpoint)
     assert not (killed / "poems" / "1").exists()
-    code, out, err = run_cli("train", recipe, "--resume", store=killed)
+    at = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["step"])
+    assert 20 <= at < 200
+
+    code, out, err = cli("train", recipe, "--resume", store=killed)
     assert code == 0, out + err
-    assert run_cli("train", recipe, store=clean)[0] == 0
+    logged = [int(s) for s in re.findall(r"step (\d+)/200", out)]
+    assert logged and min(logged) > at, f"resumed at step {at}, but logged {logged}"
+    assert not checkpoint.exists()  # a finished run leaves nothing to resume
+    code, out, err = cli("train", recipe, store=clean)
+    assert code == 0, out + err
+
     a = pd.read_csv(killed / "poems" / "1" / "history.csv")
     b = pd.read_csv(clean / "poems" / "1" / "history.csv")
-    pd.testing.assert_frame_equal(
-        a[["step", "train_loss", "valid_loss"]], b[["step", "train_loss", "valid_loss"]]
-    )
+    assert list(b["step"]) == list(range(20, 201, 20))
+    cols = ["step", "train_loss", "valid_loss"]
+    pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True)
     wa = load_file(str(killed / "poems" / "1" / "model.safetensors"))
     wb = load_file(str(clean / "poems" / "1" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wb)
 
 
 def test_resume_with_a_changed_shape_is_refused(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, train__max_steps=2000, train__checkpoint_every=5)
     store = tmp_path / "store"
-    env = {**os.environ, "TENSORSMITH_STORE": str(store)}
-    cmd = [sys.executable, "-m", "tensorsmith.cli", "train", str(recipe)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = store / ".checkpoints" / "poems" / "checkpoint.pt"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    code, _, err = run_cli("train", recipe, "--resume", "--set", "model.n_embd=64", store=store)
-    assert code == 1
+    kill_after_first_checkpoint(start_training(recipe, store), checkpoint)
+    code, _, err = cli("train", recipe, "--resume", "--set", "model.n_embd=64", store=store)
+    assert code == 1, err
     assert "model.n_embd" in err and "Traceback" not in err
+    assert checkpoint.exists()  # the refusal keeps the checkpoint for a correct --resume
+    assert not (store / "poems").exists()
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -201,77 +292,104 @@ def test_resume_with_a_changed_shape_is_refused(tmp_path: Path) -> None:
 def _fails(code: int, err: str, *needles: str, exit_code: int = 2) -> None:
     assert code == exit_code, err
     assert "Traceback" not in err
+    assert "error:" in err
     for needle in needles:
         assert needle in err, err
 
 
 def test_glob_that_matches_nothing(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, data__source="nowhere/*.txt")
-    code, _, err = run_cli("train", recipe, store=tmp_path / "s")
+    code, _, err = cli("train", recipe, store=tmp_path / "s")
     _fails(code, err, "nowhere/*.txt")
+    assert not (tmp_path / "s" / "poems").exists()
 
 
 def test_empty_corpus(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "a.txt").write_text("")
+    (tmp_path / "empty" / "b.txt").write_text("  \n\n")
     recipe = write_recipe(tmp_path, data__source="empty/*.txt")
-    code, _, err = run_cli("train", recipe, store=tmp_path / "s")
-    _fails(code, err, "a.txt")
+    code, _, err = cli("train", recipe, store=tmp_path / "s")
+    _fails(code, err, "empty", "a.txt", "b.txt")
 
 
 def test_binary_and_non_utf8_files_are_skipped_and_named(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, train__max_steps=2, train__eval_every=2)
-    (tmp_path / "corpus" / "image.txt").write_bytes(b"\x89PNG\x00\x00\x01\x02")
+    (tmp_path / "corpus" / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
     (tmp_path / "corpus" / "latin1.txt").write_bytes("café olé".encode("latin-1"))
-    code, out, err = run_cli("train", recipe, store=tmp_path / "s")
-    assert code == 0, err
-    assert "image.txt" in out + err and "latin1.txt" in out + err
+    code, out, err = cli("train", recipe, store=tmp_path / "s")
+    assert code == 0, out + err
+    said = out + err
+    assert "image.txt" in said and "latin1.txt" in said and "skipped" in said
+    assert (tmp_path / "s" / "poems" / "1" / "model.safetensors").is_file()
+
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.txt").write_bytes(b"\x00\x01\x02")
+    (tmp_path / "bad" / "y.txt").write_bytes("naïve".encode("latin-1"))
     recipe = write_recipe(tmp_path, data__source="bad/*.txt")
-    code, _, err = run_cli("train", recipe, store=tmp_path / "s")
-    _fails(code, err, "x.txt")
+    code, _, err = cli("train", recipe, store=tmp_path / "s")
+    _fails(code, err, "x.txt", "y.txt")
 
 
 def test_block_size_longer_than_the_valid_text(tmp_path: Path) -> None:
-    recipe = write_recipe(tmp_path, model__block_size=100_000)
-    code, _, err = run_cli("train", recipe, store=tmp_path / "s")
+    recipe = write_recipe(tmp_path, model__block_size=5000)
+    code, _, err = cli("train", recipe, store=tmp_path / "s")
     _fails(code, err, "block_size")
 
 
-def test_prompt_outside_the_vocabulary_and_too_long(trained: tuple[Path, Path]) -> None:
-    store, _ = trained
-    code, _, err = run_cli(
-        "generate", "poems", "--prompt", "☃ love", "--max-new-tokens", "5", store=store
+def test_prompt_outside_the_vocabulary(trained: Path) -> None:
+    args = ("generate", "poems", "--prompt", "☃ love", "--max-new-tokens", "5", "--seed", "0")
+    code, out, err = cli(*args, store=trained)
+    assert code == 0, err
+    assert out.startswith("☃ love") and len(out) > len("☃ love\n")
+    assert "unknown" in err and "☃" in err and "Traceback" not in err
+
+
+def test_prompt_longer_than_the_context(trained: Path) -> None:
+    long_prompt = "the " * 40  # 160 characters; the context is 16
+    args = ("generate", "poems", "--prompt", long_prompt, "--max-new-tokens", "5", "--seed", "0")
+    code, out, err = cli(*args, store=trained)
+    assert code == 0, err
+    assert out.startswith(long_prompt) and len(out) > len(long_prompt) + 1
+    assert "truncated" in err and "160" in err and "16" in err
+    # only the last 16 tokens of the prompt matter
+    code, short, err = cli(*args[:3], long_prompt[-16:], *args[4:], store=trained)
+    assert code == 0, err
+    assert out[len(long_prompt) :] == short[16:]
+
+
+def test_max_new_tokens_zero_prints_the_prompt(trained: Path) -> None:
+    code, out, err = cli(
+        "generate", "poems", "--prompt", "Let", "--max-new-tokens", "0", store=trained
     )
-    assert code == 0 and "unknown" in err and "☃" in err
-    long_prompt = "the " * 40  # 160 characters, context 16
-    code, _out, err = run_cli(
-        "generate", "poems", "--prompt", long_prompt, "--max-new-tokens", "5", store=store
-    )
-    assert code == 0 and "truncated" in err
+    assert code == 0, err
+    assert out == "Let\n"
 
 
-def test_generation_arguments(trained: tuple[Path, Path]) -> None:
-    store, _ = trained
-    code, out, _ = run_cli(
-        "generate", "poems", "--prompt", "Let", "--max-new-tokens", "0", store=store
-    )
-    assert code == 0 and out == "Let\n"
-    for bad in ("0", "1.5"):
-        code, out, err = run_cli(
-            "generate", "poems", "--prompt", "Let", "--top-p", bad, store=store
-        )
-        _fails(code, err, "top_p")
-        assert out == ""
+@pytest.mark.parametrize("top_p", ["0", "1.5"])
+def test_top_p_out_of_range(trained: Path, top_p: str) -> None:
+    code, out, err = cli("generate", "poems", "--prompt", "Let", "--top-p", top_p, store=trained)
+    _fails(code, err, "top_p", top_p)
+    assert out == ""
 
 
-def test_verbs_for_the_wrong_kind_of_model(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    store, _ = trained
+def test_verbs_for_the_wrong_kind_of_model(trained: Path, tmp_path: Path) -> None:
     table = tmp_path / "t.csv"
-    table.write_text("a,b\n1,2\n")
-    code, _, err = run_cli("predict", "poems", "--data", table, store=store)
-    _fails(code, err, "language model")
+    table.write_text("x1,x2\n0.1,0.2\n")
+    code, _, err = cli("predict", "poems", "--data", table, store=trained)
+    _fails(code, err, "language model", "generate")
+
+    store = tmp_path / "s"
+    code, out, err = cli(
+        "train", EXAMPLES / "xor_mlp" / "recipe.yaml", "--set", "train.epochs=1", store=store
+    )
+    assert code == 0, out + err
+    code, out, err = cli("generate", "xor-mlp", "--prompt", "hello", store=store)
+    _fails(code, err, "language models", "predict")
+    assert out == ""
+
+
+def test_full_batch_is_refused_for_a_language_model(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, train__batch_size="full")
-    code, _, err = run_cli("train", recipe, store=tmp_path / "s")
+    code, _, err = cli("train", recipe, store=tmp_path / "s")
     _fails(code, err, "batch_size")
