@@ -155,20 +155,17 @@ def ours_tokens_per_second(
 # ----------------------------------------------------------------------------- generation
 
 
+def gpt(vocab: int, cfg: dict[str, int], bias: bool = True) -> GPT:
+    shape = {k: cfg[k] for k in ("block_size", "n_layer", "n_head", "n_embd")}
+    return GPT(GPTConfig(vocab_size=vocab, bias=bias, **shape))
+
+
 def generation(vocab: int) -> tuple[float, float, bool]:
     """One thread: a cached step is a handful of (1 × 384) products, too small to split."""
     torch.set_num_threads(1)
     cfg = CONFIGS["small"]
     torch.manual_seed(0)
-    model = GPT(
-        GPTConfig(
-            vocab_size=vocab,
-            block_size=cfg["block_size"],
-            n_layer=cfg["n_layer"],
-            n_head=cfg["n_head"],
-            n_embd=cfg["n_embd"],
-        )
-    ).eval()
+    model = gpt(vocab, cfg).eval()
     prompt = torch.randint(0, vocab, (1, 8))
     times, outs = [], []
     for use_cache in (True, False):
@@ -260,17 +257,7 @@ def main() -> None:
             if args.compile:
                 variants.append((variants[0][0], True, False))
             for precision, compile_, bias in variants:
-                model = GPT(
-                    GPTConfig(
-                        vocab_size=vocab,
-                        block_size=cfg["block_size"],
-                        n_layer=cfg["n_layer"],
-                        n_head=cfg["n_head"],
-                        n_embd=cfg["n_embd"],
-                        bias=bias,
-                    )
-                )
-                flops = model.flops_per_token()
+                flops = gpt(vocab, cfg, bias).flops_per_token()
                 ours = ours_tokens_per_second(
                     vocab, cfg, sampler, steps, warm, precision, compile_, bias
                 )

@@ -243,7 +243,7 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
     with torch.no_grad():
         out = model.module(torch.from_numpy(enc.x))
     loss = F.binary_cross_entropy_with_logits(
-        out.squeeze(-1), torch.from_numpy(enc.y).float()
+        out.squeeze(-1), torch.tensor(enc.y, dtype=torch.float32)
     ).item()
     assert loss == pytest.approx(best, rel=1e-5, abs=1e-6)
     assert loss != pytest.approx(losses[-1], rel=1e-5, abs=1e-6)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -194,7 +193,3 @@ class Batches:
                 idx = order[start : start + self.batch_size]
             inputs = (self.x[idx],) if self.cat is None else (self.x[idx], self.cat[idx])
             yield (*inputs, self.y[idx])
-
-
-def table_path(recipe: Recipe) -> Path:
-    return recipe.path(recipe.data.source)

@@ -18,7 +18,6 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from tensorsmith.errors import TrainingError
-from tensorsmith.evaluation.gate import GateResult
 from tensorsmith.models import build_model
 from tensorsmith.recipe import Recipe, recipe_to_yaml
 from tensorsmith.store.artifact import (
@@ -260,13 +259,3 @@ def write_artifact(
     if checkpoint.exists():
         checkpoint.unlink()  # the run is complete: nothing left to resume
     return version, root / recipe.name / str(version)
-
-
-def gate_line(gate: GateResult | None) -> str:
-    if gate is None or not gate.results:
-        return "no gate"
-    return "PASSED" if gate.passed else "FAILED"
-
-
-def console() -> Console:
-    return Console(highlight=False)
