@@ -421,3 +421,35 @@ def test_shakespeare_examples_train_on_small_settings(recipe: str, tmp_path: Pat
     run = json.loads((store / name / "1" / "run.json").read_text())
     assert run["tokens"]["train"] > 1_000_000  # the whole corpus of plays, not a sample
     assert run["steps"] == 2
+
+
+def test_generation_leaves_the_thread_count_as_it_was(trained: Path) -> None:
+    model = tensorsmith.load("poems", store=trained)
+    outer = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pieces = model.stream("Let", 5, temperature=0.0)
+        first = next(pieces)
+        assert torch.get_num_threads() == 2  # between tokens, the caller's setting holds
+        rest = "".join(pieces)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(outer)
+    assert first + rest == model.generate("Let", 5, temperature=0.0)
+
+
+def test_small_models_draw_each_token_on_one_thread() -> None:
+    from tensorsmith.pipelines.language import _single_threaded
+
+    def seen() -> Iterator[int]:
+        for _ in range(3):
+            yield torch.get_num_threads()
+
+    outer = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert list(_single_threaded(seen(), True)) == [1, 1, 1]
+        assert torch.get_num_threads() == 2
+        assert list(_single_threaded(seen(), False)) == [2, 2, 2]
+    finally:
+        torch.set_num_threads(outer)
