@@ -14,7 +14,15 @@ from tensorsmith.data.sources import check_columns, read_table
 from tensorsmith.errors import DataError
 from tensorsmith.recipe import Recipe
 
-__all__ = ["Batches", "TabularData", "check_target", "load_tabular", "resolve_types", "split_frame"]
+__all__ = [
+    "Batches",
+    "TabularData",
+    "check_target",
+    "load_tabular",
+    "read_splits",
+    "resolve_types",
+    "split_frame",
+]
 
 
 @dataclass
@@ -110,6 +118,14 @@ def _explicit_splits(recipe: Recipe) -> dict[str, pd.DataFrame]:
     train = out["train"]
     assert train is not None
     return {k: (v if v is not None else train.iloc[:0]) for k, v in out.items()}
+
+
+def read_splits(recipe: Recipe) -> dict[str, pd.DataFrame]:
+    """The train / valid / test rows of the recipe's data: its split files, or its table split
+    with its seed (the same rows every time)."""
+    if recipe.data.split.train is not None:
+        return _explicit_splits(recipe)
+    return split_frame(read_table(recipe.path(recipe.data.source)), recipe)
 
 
 def load_tabular(recipe: Recipe) -> TabularData:

@@ -13,8 +13,8 @@ from rich.console import Console
 from torch import nn
 
 from tensorsmith.data.preprocess import Encoded, Preprocessor
-from tensorsmith.data.sources import check_columns, read_table
-from tensorsmith.data.tabular import Batches, check_target, load_tabular, split_frame
+from tensorsmith.data.sources import check_columns
+from tensorsmith.data.tabular import Batches, check_target, load_tabular, read_splits
 from tensorsmith.errors import DataError, RecipeError
 from tensorsmith.evaluation.gate import check_gate, parse_gate
 from tensorsmith.evaluation.metrics import KEY_METRIC, compute_metrics, validate_metrics
@@ -148,14 +148,7 @@ class TabularModel(StoredModel):
 
     def data_splits(self) -> dict[str, pd.DataFrame]:
         """The train / valid / test rows of the recipe's own data, split as in training."""
-        recipe = self.recipe
-        if recipe.data.split.train is not None:
-            return {
-                k: read_table(Path(str(getattr(recipe.data.split, k))))
-                for k in ("train", "valid", "test")
-                if isinstance(getattr(recipe.data.split, k), str)
-            }
-        return split_frame(read_table(recipe.path(recipe.data.source)), recipe)
+        return read_splits(self.recipe)
 
     def evaluate_splits(self) -> dict[str, dict[str, Any]]:
         """Re-split the recipe's own data (same seed) and evaluate valid and test."""

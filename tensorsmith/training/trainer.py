@@ -102,7 +102,7 @@ class Trainer:
         self.epoch, self.step, self.samples = state["epoch"], state["step"], state["samples"]
         self.history = list(state["history"])
         self.elapsed = float(state["elapsed"])
-        self._loss_sum = torch.tensor(state["running"][0])
+        self._loss_sum = torch.tensor(state["running"][0], device=self.device)
         self._loss_count = int(state["running"][1])
         for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=True):
             cb.load_state_dict(cb_state)
@@ -149,7 +149,7 @@ class Trainer:
         self.elapsed = 0.0
         self.stop_requested = False
         self.best_row: dict[str, float] | None = None
-        self._loss_sum = torch.zeros(())
+        self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
         self._t0 = time.perf_counter()
         for cb in self.callbacks:
@@ -218,7 +218,7 @@ class Trainer:
         with self._autocast():
             loss = forward(self.model, batch)
         (loss / accum if accum > 1 else loss).backward()
-        self._loss_sum += loss.detach().float().cpu()
+        self._loss_sum += loss.detach().float()  # stays on the device: no sync per step
         self._loss_count += 1
         self.samples += batch[0].shape[0]
 
@@ -267,7 +267,7 @@ class Trainer:
                 f"{'epoch' if 'epoch' in row else 'step'} {int(next(iter(row.values())))}; "
                 "lower train.optimizer.lr, set train.grad_clip, or check the data for huge values"
             )
-        self._loss_sum = torch.zeros(())
+        self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
         if self._evaluate is not None:
             self.model.eval()
