@@ -113,12 +113,15 @@ class Progress(Callback):
 
     def on_eval_end(self, row: dict[str, float]) -> None:
         counter = self._counter()
+        rate = self._rate()
+        due = counter % self.log_every == 0 or counter == self.total
+        if not (self.live or due):
+            return  # nothing to show: skip the formatting on this epoch
         shown = {k: v for k, v in row.items() if k not in ("epoch", "step")}
         info = "  ".join(f"{k} {_fmt(v)}" for k, v in shown.items())
-        rate = self._rate()
         if self.live:
             self._bar.update(self._task, completed=counter, info=f"{info}  {self._speed(rate)}")
-        elif counter % self.log_every == 0 or counter == self.total:
+        else:
             print(
                 f"{self.unit} {counter}/{self.total}  {info}  {self._speed(rate)}  "
                 f"eta {_clock(self._eta())}",
