@@ -23,12 +23,13 @@ from rich.console import Console
 from torch import nn
 
 import tensorsmith
+from tensorsmith.data.loading import StepFeed, Windows
 from tensorsmith.data.tokenizer import TextTokenizer
-from tensorsmith.data.tokens import WindowSampler
 from tensorsmith.models.gpt import GPT, GPTConfig
 from tensorsmith.recipe import parse_recipe
-from tensorsmith.training.callbacks import Callback
+from tensorsmith.training.hardware import cpu_name
 from tensorsmith.training.mfu import measure_matmul_flops
+from tensorsmith.training.state import Callback, TrainControl, TrainState
 from tensorsmith.training.trainer import Trainer
 
 PLAYS = Path(__file__).resolve().parent.parent / "examples" / "shakespeare_gpt" / "plays"
@@ -75,16 +76,17 @@ class BaselineGPT(nn.Module):
 
 
 def baseline_tokens_per_second(
-    vocab: int, cfg: dict[str, int], sampler: WindowSampler, steps: int, warmup: int
+    vocab: int, cfg: dict[str, int], feed: StepFeed, steps: int, warmup: int
 ) -> float:
     torch.manual_seed(0)
     model = BaselineGPT(vocab, cfg["block_size"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     start = 0.0
+    batches = feed.stream(0)
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
-        x, y = sampler.batch(step)
+        x, y = next(batches)
         logits = model(x)
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
         opt.zero_grad(set_to_none=True)
@@ -101,18 +103,17 @@ class StepClock(Callback):
 
     wants_steps = True
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        super().on_fit_start(trainer)
+    def on_fit_start(self, state: TrainState, control: TrainControl) -> None:
         self.times: list[float] = [time.perf_counter()]
 
-    def on_step_end(self, step: int, loss: torch.Tensor) -> None:
+    def on_step_end(self, state: TrainState, control: TrainControl, loss: torch.Tensor) -> None:
         self.times.append(time.perf_counter())
 
 
 def ours_tokens_per_second(
     vocab: int,
     cfg: dict[str, int],
-    sampler: WindowSampler,
+    feed: StepFeed,
     steps: int,
     warmup: int,
     precision: str,
@@ -146,8 +147,8 @@ def ours_tokens_per_second(
         logits = m(b[0])
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b[1].reshape(-1))
 
-    trainer = Trainer(recipe.train, [clock], tokens_per_sample=cfg["block_size"])
-    trainer.fit(model, sampler, loss_of, None, model.optim_groups(0.1))
+    trainer = Trainer(recipe.train, [clock])
+    trainer.fit(model, feed, loss_of, None, model.optim_groups(0.1))
     elapsed = clock.times[-1] - clock.times[warmup]
     return steps * cfg["batch"] * cfg["block_size"] / elapsed
 
@@ -194,6 +195,7 @@ def main() -> None:
     args = parser.parse_args()
     threads = torch.get_num_threads()
     peaks = {p: measure_matmul_flops(p) for p in ("fp32", "bf16")}
+    print(f"CPU: {cpu_name()}")
     print(
         f"matmul peak ({threads} threads): fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, "
         f"bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s"
@@ -244,9 +246,9 @@ def main() -> None:
         rows = []
         for name, steps in (("tiny", args.tiny_steps), ("small", args.small_steps)):
             cfg = CONFIGS[name]
-            sampler = WindowSampler(ids, cfg["block_size"], cfg["batch"], seed=0)
+            feed = StepFeed(Windows(ids, cfg["block_size"]), cfg["batch"], 0, cfg["block_size"])
             warm = 5
-            base = baseline_tokens_per_second(vocab, cfg, sampler, max(steps // 3, 5), 2)
+            base = baseline_tokens_per_second(vocab, cfg, feed, max(steps // 3, 5), 2)
             # fp32 suits tiny's small matrices; small's are big enough for bf16 on AMX.
             # Biases (Linear and LayerNorm) are optional in our GPT; without them a step is
             # about 10% faster here, and quality is no worse (nanoGPT makes the same choice).
@@ -259,7 +261,7 @@ def main() -> None:
             for precision, compile_, bias in variants:
                 flops = gpt(vocab, cfg, bias).flops_per_token()
                 ours = ours_tokens_per_second(
-                    vocab, cfg, sampler, steps, warm, precision, compile_, bias
+                    vocab, cfg, feed, steps, warm, precision, compile_, bias
                 )
                 label = f"{precision}, fused AdamW" + (", torch.compile" if compile_ else "")
                 label += "" if bias else ", no bias"

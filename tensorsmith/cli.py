@@ -165,11 +165,20 @@ def generate(
 ) -> None:
     """Continue --prompt with a language model."""
     from tensorsmith import api
-    from tensorsmith.pipelines.language import GenerationNotes
+    from tensorsmith.tasks.generation import GenerationNotes
 
     notes = GenerationNotes()
     pieces = api.generate(
-        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, store, notes
+        model,
+        prompt,
+        store,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        stop=stop,
+        notes=notes,
     )
     sys.stdout.write(prompt)
     if stream:

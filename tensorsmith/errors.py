@@ -18,6 +18,7 @@ __all__ = [
     "TensorsmithError",
     "TrainingError",
     "did_you_mean",
+    "shorten",
 ]
 
 
@@ -61,3 +62,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis: error messages stay bounded."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -23,6 +23,7 @@ MLP_RECIPE = WINDSOR / "mlp.yaml"  # has valid and test splits
 CANCER_CSV = EXAMPLES / "breast_cancer" / "breast_cancer.csv"
 
 ARTIFACT_FILES = (
+    "config.json",
     "recipe.yaml",
     "model.safetensors",
     "preprocess.json",
@@ -185,6 +186,27 @@ def test_train_writes_every_artifact_file(models: Path) -> None:
     card = (version / "card.md").read_text()
     assert "windsor-housing-mlp" in card
     assert "rmse" in card
+
+
+def test_the_artifact_describes_itself(models: Path, tmp_path: Path) -> None:
+    """config.json says what the folder holds; loading needs neither run.json nor metrics."""
+    version = models / "windsor-housing-mlp" / "1"
+    config = json.loads((version / "config.json").read_text())
+    assert config["format"] == "tensorsmith/1"
+    assert (config["name"], config["version"]) == ("windsor-housing-mlp", 1)
+    assert (config["task"], config["arch"]) == ("regression", "mlp")
+    assert config["dims"]["n_outputs"] == 1 and config["dims"]["n_inputs"] > 0
+    assert config["weights"] == "model.safetensors"
+    held = sorted(str(p.relative_to(version)) for p in version.rglob("*") if p.is_file())
+    assert sorted(config["files"]) == held
+
+    bare = tmp_path / "bare"
+    shutil.copytree(version, bare)
+    (bare / "run.json").unlink()
+    (bare / "metrics.json").unlink()
+    rows = pd.read_csv(EXAMPLES / "windsor_housing" / "windsor_housing.csv").head(4)
+    expected = tensorsmith.load(str(version)).predict(rows)
+    pd.testing.assert_frame_equal(tensorsmith.load(str(bare)).predict(rows), expected)
 
 
 def test_splits_that_do_not_exist_are_not_in_metrics(models: Path) -> None:

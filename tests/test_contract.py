@@ -34,7 +34,7 @@ import tensorsmith
 from tensorsmith import RecipeError
 from tensorsmith.models import MODELS, build_model
 from tensorsmith.models.mlp import MLP
-from tensorsmith.recipe import ModelSpec, OptimizerSpec, ScheduleSpec, parse_recipe
+from tensorsmith.recipe import GPTSpec, LinearSpec, MLPSpec, ModelSpec, OptimizerSpec, ScheduleSpec
 from tensorsmith.training.optim import OPTIMIZERS, build_optimizer, build_schedule, lr_factor
 
 B = 6  # batch size of the example inputs
@@ -63,15 +63,15 @@ def _tokens(g: torch.Generator) -> tuple[torch.Tensor, ...]:
 # tiny configurations, one per architecture (Hugging Face's tests use hidden 32, 2 layers)
 TABULAR_DIMS = {"n_inputs": 5, "n_outputs": 3, "cardinalities": [4, 3]}
 CASES: dict[str, Case] = {
-    "linear": Case(ModelSpec(arch="linear"), TABULAR_DIMS, _tabular_inputs, (B, 3)),
+    "linear": Case(LinearSpec(), TABULAR_DIMS, _tabular_inputs, (B, 3)),
     "mlp": Case(
-        ModelSpec(arch="mlp", hidden=[8, 4], activation="tanh", dropout=0.2, batch_norm=True),
+        MLPSpec(hidden=[8, 4], activation="tanh", dropout=0.2, batch_norm=True),
         TABULAR_DIMS,
         _tabular_inputs,
         (B, 3),
     ),
     "gpt": Case(
-        ModelSpec(arch="gpt", n_layer=2, n_head=4, n_embd=32, block_size=16, dropout=0.1),
+        GPTSpec(n_layer=2, n_head=4, n_embd=32, block_size=16, dropout=0.1),
         {"vocab_size": 50},
         _tokens,
         (B, 16, 50),
@@ -121,13 +121,19 @@ def test_every_registered_arch_has_a_case() -> None:
     assert {"linear", "mlp"} <= set(MODELS)
 
 
-def test_registries_agree_with_the_recipe_names() -> None:
-    from tensorsmith import recipe
-    from tensorsmith.training.losses import LOSSES
+def test_registries_agree_with_the_recipe_classes() -> None:
+    """The recipe's model specs (L0) and the architectures (L1) name the same things."""
+    from tensorsmith.recipe import RECIPES
 
-    assert set(MODELS) == set(recipe.ARCHS)
-    assert set(OPTIMIZERS) == set(recipe.OPTIMIZERS)
-    assert set(LOSSES) == set(recipe.LOSSES)
+    archs = set()
+    for cls in RECIPES.values():
+        annotation = cls.model_fields["model"].annotation
+        members = getattr(annotation, "__args__", None) or (annotation,)
+        for member in members:
+            for spec in getattr(member, "__args__", None) or (member,):
+                if isinstance(spec, type) and issubclass(spec, ModelSpec):
+                    archs.add(spec.model_fields["arch"].default)
+    assert archs == set(MODELS)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -208,19 +214,11 @@ def test_linear_matches_sklearn(tmp_path: Path) -> None:
         "name": "linear-oracle",
         "task": "regression",
         "data": {"source": str(csv), "target": "y", "split": {"valid": 0.0, "test": 0.2}},
-        "model": {"arch": "linear"},
-        "train": {
-            "epochs": 600,
-            "batch_size": "full",
-            "loss": "mse",
-            "optimizer": {"name": "adam", "lr": 0.05},
-            "log_every": 1000,
-        },
+        "model": {"arch": "linear"},  # the default solver: full-batch L-BFGS
         "evaluate": {"plots": False},
     }
     model = tensorsmith.train(recipe, store=tmp_path / "store", console=Console(file=io.StringIO()))
     assert isinstance(model, tensorsmith.Model)
-    assert type(model).__name__ == "TabularModel"
     splits = model.data_splits()
     features = ["x1", "x2", "x3"]
     ref = LinearRegression().fit(splits["train"][features], splits["train"]["y"])
@@ -241,6 +239,7 @@ def test_linear_matches_sklearn(tmp_path: Path) -> None:
     # and the test metrics agree with the reference's R²
     r2 = 1 - ((test.y - theirs) ** 2).sum() / ((test.y - test.y.mean()) ** 2).sum()
     assert model.metrics["test"]["r2"] == pytest.approx(r2, abs=1e-4)
+    assert model.recipe.train.optimizer.name == "lbfgs"
 
 
 @pytest.mark.parametrize("batch_norm", [False, True])
@@ -370,10 +369,15 @@ def test_each_optimizer_builds_and_steps(name: str) -> None:
     opt = build_optimizer(layer.parameters(), OptimizerSpec(name=name, lr=0.05))
     x, y = torch.randn(8, 3), torch.randn(8, 1)
     loss0 = F.mse_loss(layer(x), y)
-    for _ in range(5):
+
+    def closure() -> torch.Tensor:  # L-BFGS evaluates the loss inside a step; others once
         opt.zero_grad()
-        F.mse_loss(layer(x), y).backward()
-        opt.step()
+        loss = F.mse_loss(layer(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        opt.step(closure)
     assert any(not torch.equal(a, b) for a, b in zip(before, layer.parameters(), strict=True))
     assert F.mse_loss(layer(x), y) < loss0
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
@@ -399,6 +403,6 @@ def test_unknown_optimizer_suggests_the_nearest() -> None:
         "train": {"optimizer": {"name": "adma"}},
     }
     with pytest.raises(RecipeError) as info:
-        parse_recipe(raw)
+        tensorsmith.validate(raw)
     assert "train.optimizer.name" in str(info.value)
     assert "did you mean 'adam'" in str(info.value)

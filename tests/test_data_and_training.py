@@ -61,7 +61,7 @@ def train(raw: dict[str, Any], store: Path) -> Any:
 def test_stratified_split_keeps_the_class_balance(tmp_path: Path) -> None:
     df = pd.read_csv(table(tmp_path, n=200))
     r = parse_recipe(recipe(tmp_path / "data.csv"))
-    splits = split_frame(df, r)
+    splits = split_frame(df, r.data.split, "label", stratify=True)
     overall = (df["label"] == "yes_class").mean()
     for part in splits.values():
         assert abs((part["label"] == "yes_class").mean() - overall) < 0.05
@@ -73,7 +73,7 @@ def test_group_split_keeps_each_group_in_one_split(tmp_path: Path) -> None:
     df = pd.read_csv(table(tmp_path))
     raw = recipe(tmp_path / "data.csv")
     raw["data"]["split"] = {"valid": 0.2, "test": 0.2, "group": "group", "seed": 3}
-    splits = split_frame(df, parse_recipe(raw))
+    splits = split_frame(df, parse_recipe(raw).data.split, "label", stratify=True)
     groups = [set(p["group"]) for p in splits.values()]
     assert all(g for g in groups)
     assert groups[0].isdisjoint(groups[1]) and groups[0].isdisjoint(groups[2])
@@ -96,7 +96,7 @@ def test_explicit_split_files(tmp_path: Path) -> None:
 def test_embedding_categories_and_unseen_values(tmp_path: Path) -> None:
     data = table(tmp_path)
     model = train(recipe(data, data__categorical="embedding", data__scale="minmax"), tmp_path / "s")
-    assert model.preprocessor.cardinalities() == [4]  # red, green, blue + unknown
+    assert model.task.preprocessor.cardinalities() == [4]  # red, green, blue + unknown
     new = pd.DataFrame({"x1": [0.5], "x2": [0.1], "color": ["purple"]})
     out = model.predict(new)
     assert out["label_predicted"].iloc[0] in ("yes_class", "no_class")

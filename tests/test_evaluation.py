@@ -15,25 +15,27 @@ from sklearn import metrics as skm
 
 from tensorsmith.errors import RecipeError
 from tensorsmith.evaluation.gate import Condition, check_gate, parse_gate
-from tensorsmith.evaluation.metrics import (
-    DEFAULT_METRICS,
-    KEY_METRIC,
-    METRICS,
-    TASK_METRICS,
-    compute_metrics,
-    lm_metrics,
-    validate_metrics,
-)
+from tensorsmith.evaluation.metrics import METRICS, check_metrics, compute_metrics, monitor_mode
 from tensorsmith.evaluation.plots import (
+    draw_plots,
     plot_confusion_matrix,
     plot_decision_boundary,
     plot_learning_curves,
     plot_predicted_vs_actual,
     plot_residuals,
     plot_roc,
-    plot_task,
 )
 from tensorsmith.evaluation.report import format_gate, print_metrics
+from tensorsmith.recipe import RECIPES
+from tensorsmith.tasks import TASKS, Outputs
+
+CLASSIFICATION = TASKS["classification"].metric_names
+REGRESSION = TASKS["regression"].metric_names
+
+
+def _reg(names: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    return compute_metrics(names, Outputs(0.0, y_true=y_true, y_pred=y_pred))
+
 
 # -- regression -------------------------------------------------------------------------------
 
@@ -53,7 +55,7 @@ REG_PRED = REG_TRUE + RNG.normal(0.0, 0.5, 50)
     ],
 )
 def test_regression_metric_matches_sklearn(name: str, reference: object) -> None:
-    got = compute_metrics("regression", [name], REG_TRUE, REG_PRED)[name]
+    got = _reg([name], REG_TRUE, REG_PRED)[name]
     assert isinstance(got, float)
     assert got == pytest.approx(reference(REG_TRUE, REG_PRED))  # type: ignore[operator]
 
@@ -69,7 +71,7 @@ def test_regression_metric_matches_sklearn(name: str, reference: object) -> None
     ],
 )
 def test_regression_metric_by_hand(name: str, expected: float) -> None:
-    got = compute_metrics("regression", [name], np.array([1.0, 2.0]), np.array([1.0, 4.0]))
+    got = _reg([name], np.array([1.0, 2.0]), np.array([1.0, 4.0]))
     assert got[name] == pytest.approx(expected)
 
 
@@ -87,12 +89,19 @@ MC_PROBA /= MC_PROBA.sum(axis=1, keepdims=True)
 MC_PRED = MC_PROBA.argmax(axis=1)
 
 
-def _cls(names: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray) -> dict:
-    return compute_metrics("classification", names, y_true, y_pred, proba)
+def _cls(
+    names: Sequence[str],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    proba: np.ndarray | None,
+    n_classes: int | None = None,
+) -> dict:
+    k = n_classes if n_classes is not None else (proba.shape[1] if proba is not None else 2)
+    return compute_metrics(names, Outputs(0.0, y_true, y_pred, proba, k))
 
 
 def test_binary_metrics_match_sklearn() -> None:
-    got = _cls(TASK_METRICS["classification"], BIN_TRUE, BIN_PRED, BIN_PROBA)
+    got = _cls(CLASSIFICATION, BIN_TRUE, BIN_PRED, BIN_PROBA)
     assert got["accuracy"] == pytest.approx(skm.accuracy_score(BIN_TRUE, BIN_PRED))
     assert got["precision"] == pytest.approx(skm.precision_score(BIN_TRUE, BIN_PRED))
     assert got["recall"] == pytest.approx(skm.recall_score(BIN_TRUE, BIN_PRED))
@@ -106,7 +115,7 @@ def test_binary_metrics_match_sklearn() -> None:
 
 def test_binary_metrics_by_hand() -> None:
     # TP = 2 (idx 2, 3), FP = 1 (idx 1), FN = 1 (idx 4), TN = 2 (idx 0, 5)
-    got = _cls(TASK_METRICS["classification"], BIN_TRUE, BIN_PRED, BIN_PROBA)
+    got = _cls(CLASSIFICATION, BIN_TRUE, BIN_PRED, BIN_PROBA)
     assert got["accuracy"] == pytest.approx(4 / 6)
     assert got["precision"] == pytest.approx(2 / 3)
     assert got["recall"] == pytest.approx(2 / 3)
@@ -119,7 +128,7 @@ def test_binary_metrics_by_hand() -> None:
 
 
 def test_multiclass_metrics_match_sklearn() -> None:
-    got = _cls(TASK_METRICS["classification"], MC_TRUE, MC_PRED, MC_PROBA)
+    got = _cls(CLASSIFICATION, MC_TRUE, MC_PRED, MC_PROBA)
     for name, fn in [("precision", skm.precision_score), ("recall", skm.recall_score)]:
         assert got[name] == pytest.approx(fn(MC_TRUE, MC_PRED, average="macro"))
         assert got[f"{name}_macro"] == got[name]
@@ -133,9 +142,7 @@ def test_multiclass_metrics_match_sklearn() -> None:
 def test_multiclass_by_hand_and_absent_class() -> None:
     # class 2 is named but never occurs: the matrix is still 3 x 3 and macro scores count it
     y_true, y_pred = np.array([0, 1, 1]), np.array([0, 1, 0])
-    got = compute_metrics(
-        "classification", ["confusion_matrix", "recall"], y_true, y_pred, labels=["a", "b", "c"]
-    )
+    got = _cls(["confusion_matrix", "recall"], y_true, y_pred, None, n_classes=3)
     assert got["confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
     assert got["recall"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
 
@@ -147,42 +154,58 @@ def test_roc_auc_single_class_is_nan() -> None:
 
 def test_proba_metric_without_proba_raises() -> None:
     with pytest.raises(ValueError, match="proba"):
-        compute_metrics("classification", ["roc_auc"], BIN_TRUE, BIN_PRED)
+        _cls(["roc_auc"], BIN_TRUE, BIN_PRED, None)
 
 
 # -- language modeling and the tables ----------------------------------------------------------
 
 
 def test_lm_metrics() -> None:
-    assert lm_metrics(math.log(20.0)) == {
-        "loss": pytest.approx(math.log(20.0)),
-        "perplexity": pytest.approx(20.0),
-    }
-    assert compute_metrics("language-modeling", ["perplexity"], loss=0.0) == {"perplexity": 1.0}
-    assert lm_metrics(1000.0)["perplexity"] == math.inf
+    got = compute_metrics(["loss", "perplexity"], Outputs(math.log(20.0)))
+    assert got == {"loss": pytest.approx(math.log(20.0)), "perplexity": pytest.approx(20.0)}
+    assert compute_metrics(["perplexity"], Outputs(0.0)) == {"perplexity": 1.0}
+    assert compute_metrics(["perplexity"], Outputs(1000.0))["perplexity"] == math.inf
 
 
-def test_tables_are_consistent() -> None:
-    assert set(DEFAULT_METRICS) == set(KEY_METRIC) == set(TASK_METRICS)
-    for task, names in DEFAULT_METRICS.items():
-        assert validate_metrics(task, names) == names
-        assert KEY_METRIC[task] in TASK_METRICS[task]
-    assert sorted(n for names in TASK_METRICS.values() for n in names) == METRICS.names()
+def test_every_task_names_registered_metrics() -> None:
+    assert set(TASKS) == set(RECIPES)
+    used = set()
+    for name, task in ((n, TASKS[n]) for n in TASKS):
+        assert check_metrics(task.metric_names, task.metric_names, name) == list(task.metric_names)
+        assert task.key_metric in task.metric_names
+        defaults = RECIPES[name].defaults.get("evaluate", {}).get("metrics", [])
+        assert set(defaults) <= set(task.metric_names), name
+        used |= set(task.metric_names)
+    assert sorted(used) == METRICS.names()  # no metric that no task computes
+
+
+def test_metrics_know_their_direction() -> None:
+    lower = {n for n in METRICS if not METRICS[n].higher_is_better and METRICS[n].scalar}
+    assert lower == {"mse", "rmse", "mae", "mape", "log_loss", "loss", "perplexity"}
+    assert monitor_mode("valid_loss", REGRESSION, "m") == "min"
+    assert monitor_mode("valid_r2", REGRESSION, "m") == "max"
+    assert monitor_mode("valid_mape", REGRESSION, "m") == "min"
+    assert monitor_mode("valid_log_loss", CLASSIFICATION, "m") == "min"
+    assert monitor_mode("valid_f1", CLASSIFICATION, "m") == "max"
+    with pytest.raises(RecipeError, match="did you mean 'valid_r2'"):
+        monitor_mode("valid_r3", REGRESSION, "train.early_stopping.monitor")
+    with pytest.raises(RecipeError, match="not measured"):
+        monitor_mode("valid_accuracy", REGRESSION, "train.early_stopping.monitor")
 
 
 def test_unknown_metric_suggests_nearest() -> None:
     with pytest.raises(RecipeError, match=r"unknown metric 'rsme'.*evaluate\.metrics.*'rmse'"):
-        validate_metrics("regression", ["rsme"])
+        check_metrics(["rsme"], REGRESSION, "regression")
 
 
 def test_metric_not_fitting_task() -> None:
     with pytest.raises(RecipeError, match=r"'accuracy'.*evaluate\.metrics.*'regression'.*r2"):
-        compute_metrics("regression", ["accuracy"], REG_TRUE, REG_PRED)
+        check_metrics(["accuracy"], REGRESSION, "regression")
 
 
 def test_unknown_task() -> None:
     with pytest.raises(RecipeError, match="did you mean 'regression'"):
-        validate_metrics("regresion", ["r2"])
+        TASKS.get("regresion")
 
 
 # -- gate -------------------------------------------------------------------------------------
@@ -216,7 +239,7 @@ def test_parse_gate_errors(gate: dict, pattern: str) -> None:
 
 def test_parse_gate_checks_task() -> None:
     with pytest.raises(RecipeError, match=r"evaluate\.gate\.accuracy does not fit task"):
-        parse_gate({"accuracy": "> 0.9"}, task="regression")
+        parse_gate({"accuracy": "> 0.9"}, REGRESSION, task="regression")
 
 
 def test_check_gate_pass_fail_missing() -> None:
@@ -290,17 +313,26 @@ def test_plots_write_valid_pngs(tmp_path: Path) -> None:
         _assert_png(path)
 
 
-def test_plot_task_sets(tmp_path: Path) -> None:
-    reg = plot_task("regression", tmp_path / "r", history=HISTORY, y_true=REG_TRUE, y_pred=REG_PRED)
+def test_plots_by_name(tmp_path: Path) -> None:
+    pair = {"y_true": REG_TRUE, "y_pred": REG_PRED}
+    reg = draw_plots(tmp_path / "r", HISTORY, {"predicted_vs_actual": pair, "residuals": pair})
     assert [p.name for p in reg] == [
         "learning_curves.png",
         "predicted_vs_actual.png",
         "residuals.png",
     ]
-    cls = plot_task(
-        "classification", tmp_path / "c", y_true=MC_TRUE, y_pred=MC_PRED, proba=MC_PROBA
+    labels = ["a", "b", "c"]
+    cls = draw_plots(
+        tmp_path / "c",
+        [],
+        {
+            "confusion_matrix": {"y_true": MC_TRUE, "y_pred": MC_PRED, "labels": labels},
+            "roc": {"y_true": MC_TRUE, "proba": MC_PROBA, "labels": labels},
+        },
     )
     assert [p.name for p in cls] == ["confusion_matrix.png", "roc.png"]
+    with pytest.raises(RecipeError, match="unknown plot 'rco'"):
+        draw_plots(tmp_path / "x", [], {"rco": {}})
     for path in reg + cls:
         _assert_png(path)
 

@@ -160,7 +160,7 @@ def test_bpe_model(tmp_path: Path) -> None:
     assert code == 0, out + err
     version = store / "poems-bpe" / "1"
     check_artifact(version, [10, 20])
-    tokenizer = tensorsmith.load("poems-bpe", store=store).tokenizer  # type: ignore[union-attr]
+    tokenizer = tensorsmith.load("poems-bpe", store=store).task.tokenizer
     assert 257 < tokenizer.vocab_size <= 300
     assert tokenizer.decode(tokenizer.encode("Let the bird of loudest lay")) == (
         "Let the bird of loudest lay"
@@ -381,7 +381,7 @@ def test_verbs_for_the_wrong_kind_of_model(trained: Path, tmp_path: Path) -> Non
     table = tmp_path / "t.csv"
     table.write_text("x1,x2\n0.1,0.2\n")
     code, _, err = cli("predict", "poems", "--data", table, store=trained)
-    _fails(code, err, "language model", "generate")
+    _fails(code, err, "language-modeling model", "generate")
 
     store = tmp_path / "s"
     code, out, err = cli(
@@ -389,7 +389,7 @@ def test_verbs_for_the_wrong_kind_of_model(trained: Path, tmp_path: Path) -> Non
     )
     assert code == 0, out + err
     code, out, err = cli("generate", "xor-mlp", "--prompt", "hello", store=store)
-    _fails(code, err, "language models", "predict")
+    _fails(code, err, "not for task classification", "predict")
     assert out == ""
 
 
@@ -439,7 +439,7 @@ def test_generation_leaves_the_thread_count_as_it_was(trained: Path) -> None:
 
 
 def test_small_models_draw_each_token_on_one_thread() -> None:
-    from tensorsmith.pipelines.language import _single_threaded
+    from tensorsmith.tasks.generation import single_threaded as _single_threaded
 
     def seen() -> Iterator[int]:
         for _ in range(3):

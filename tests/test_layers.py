@@ -8,6 +8,7 @@ a lazy import is still a dependency.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -23,24 +24,23 @@ LAYERS: dict[str, int] = {
     "registry": 0,
     "data": 1,
     "models": 1,
-    "training": 2,
-    "evaluation": 2,
-    "planning": 2,
-    "store": 2,
-    "finetune": 3,
-    "compression": 3,
-    "serving": 4,
-    "api": 5,
-    "pipelines": 5,  # the per-task halves of api.py
-    "cli": 6,
-    "__main__": 6,
-    "__init__": 7,  # the public face: may import api and errors
+    "tasks": 2,
+    "training": 3,
+    "evaluation": 3,
+    "planning": 3,
+    "store": 3,
+    "finetune": 4,
+    "compression": 4,
+    "serving": 5,
+    "api": 6,
+    "cli": 7,
+    "__main__": 7,
+    "__init__": 8,  # the public face: may import api and errors
 }
-# errors is the floor of L0: every module may raise the package's errors
-FOUNDATION = {"errors"}
-# api.py is the only module that knows every stage; it dispatches to pipelines/ (not back)
-SAME_LAYER_ALLOWED = {("api", "pipelines")}
-# DESIGN.md §2: serving never imports training/ or finetune/
+# L0 is one layer of three modules: errors and registry are its floor (every module may raise
+# the package's errors and keep a registry); recipe uses both
+FOUNDATION = {"errors", "registry"}
+# DESIGN.md §2: serving never imports training/ or finetune/ (a lower layer never does anyway)
 FORBIDDEN = {("serving", "training"), ("serving", "finetune")}
 
 
@@ -119,7 +119,7 @@ def _violations(package_dir: Path = PACKAGE) -> list[str]:
                 continue
             elif LAYERS[dst] > LAYERS[src]:
                 out.append(f"{where}: L{LAYERS[src]} {src} imports up into L{LAYERS[dst]} {dst}")
-            elif LAYERS[dst] == LAYERS[src] and (src, dst) not in SAME_LAYER_ALLOWED:
+            elif LAYERS[dst] == LAYERS[src]:
                 out.append(f"{where}: siblings in L{LAYERS[src]}: {src} imports {dst}")
     return out
 
@@ -128,7 +128,8 @@ def test_every_module_is_scanned() -> None:
     names = {_dotted(p) for p in _modules()}
     # a scan that silently found nothing would pass every rule below
     for expected in (
-        "tensorsmith.recipe",
+        "tensorsmith.recipe.parse",
+        "tensorsmith.tasks.predictor",
         "tensorsmith.api",
         "tensorsmith.cli",
         "tensorsmith.training.trainer",
@@ -155,15 +156,68 @@ def test_data_and_models_are_independent() -> None:
     assert not bad, "data/ and models/ import each other:\n  " + "\n  ".join(bad)
 
 
-@pytest.mark.parametrize("name", ["recipe", "errors", "registry"])
-def test_layer_zero_does_not_import_torch(name: str) -> None:
-    path = PACKAGE / f"{name}.py"
+L0_FILES = [
+    PACKAGE / "errors.py",
+    PACKAGE / "registry.py",
+    *sorted((PACKAGE / "recipe").glob("*.py")),
+]
+
+
+@pytest.mark.parametrize("path", L0_FILES, ids=lambda p: _dotted(p))
+def test_layer_zero_does_not_import_torch(path: Path) -> None:
     bad = [
-        f"tensorsmith.{name}:{line} `{text}`"
+        f"{_dotted(path)}:{line} `{text}`"
         for line, module, text in _imports(path)
         if module.split(".")[0] in ("torch", "safetensors")
     ]
     assert not bad, "L0 must not import torch:\n  " + "\n  ".join(bad)
+
+
+def test_serving_cannot_import_training(tmp_path: Path) -> None:
+    """DESIGN.md §2: a serving/ module that imports training/ or finetune/ is a violation."""
+    fake = tmp_path / "tensorsmith"
+    (fake / "serving").mkdir(parents=True)
+    (fake / "serving" / "app.py").write_text(
+        "from tensorsmith.training.trainer import Trainer\nimport tensorsmith.tasks\n",
+        encoding="utf-8",
+    )
+    found = "\n".join(_violations(fake))
+    assert "serving/ must never import training/" in found
+    assert "tasks" not in found  # serving may use the Predictor
+
+
+def test_no_task_comparisons_outside_tasks() -> None:
+    """A new task is a file in tasks/ and a registry line: nothing else asks which task."""
+    pattern = re.compile(r"task\s*[!=]=|[!=]=\s*[\"'](regression|classification|language-modeling)")
+    bad = [
+        f"{_dotted(p)}:{i}: {line.strip()}"
+        for p in _modules()
+        if "tasks" not in p.relative_to(PACKAGE).parts
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not bad, "task comparisons outside tasks/:\n  " + "\n  ".join(bad)
+
+
+def test_module_and_function_sizes() -> None:
+    """Modules stay under ~500 lines; functions in tasks/, training/ and api.py under ~60."""
+    long_modules = [
+        f"{_dotted(p)}: {n} lines"
+        for p in _modules()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500
+    ]
+    assert not long_modules, long_modules
+    watched = [p for p in _modules() if p.relative_to(PACKAGE).parts[0] in ("tasks", "training")]
+    watched.append(PACKAGE / "api.py")
+    long_functions = []
+    for path in watched:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 60:
+                    long_functions.append(f"{_dotted(path)}.{node.name}: {length} lines")
+    assert not long_functions, long_functions
 
 
 def test_rules_catch_a_violation(tmp_path: Path) -> None:
@@ -180,7 +234,7 @@ def test_rules_catch_a_violation(tmp_path: Path) -> None:
     assert ("tensorsmith.training.trainer", 3) in tree_imports
     assert ("tensorsmith.data", 5) in tree_imports
     found = "\n".join(_violations(fake))
-    assert "L1 models imports up into L2 training" in found
+    assert "L1 models imports up into L3 training" in found
     assert "siblings in L1: models imports data" in found
 
 

@@ -239,7 +239,7 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
 
     # the stored weights give the best valid loss, computed here from scratch
     valid = model.data_splits()["valid"]
-    enc = model.preprocessor.transform(valid)
+    enc = model.task.preprocessor.transform(valid)
     with torch.no_grad():
         out = model.module(torch.from_numpy(enc.x))
     loss = F.binary_cross_entropy_with_logits(

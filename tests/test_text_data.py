@@ -10,15 +10,23 @@ import pandas as pd
 import pytest
 import torch
 
+from tensorsmith.data.loading import StepFeed, Windows
 from tensorsmith.data.text import END_OF_TEXT, DataWarning, Document, load_corpus, split_corpus
 from tensorsmith.data.tokenizer import TextTokenizer
-from tensorsmith.data.tokens import (
-    WindowSampler,
-    encode_to_cache,
-    eval_batches,
-    open_tokens,
-)
-from tensorsmith.errors import DataError
+from tensorsmith.data.tokens import check_length, encode_to_cache, eval_batches, open_tokens
+from tensorsmith.errors import DataError, RecipeError
+
+
+class WindowSampler:
+    """Training windows through the data layer's feed: batch ``i`` of a seeded step feed."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int) -> None:
+        check_length(len(tokens), block_size, batch_size, "train")
+        self.feed = StepFeed(Windows(tokens, block_size), batch_size, seed, block_size)
+
+    def batch(self, step: int) -> tuple[torch.Tensor, ...]:
+        return next(self.feed.stream(step))
+
 
 SHAKESPEARE = Path(__file__).parent / "data" / "shakespeare"
 
@@ -185,7 +193,9 @@ def test_bpe_round_trip_and_vocab_size(
 
 
 def test_tokenizer_errors(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"unknown tokenizer 'bp'; did you mean 'bpe'"):
+    with pytest.raises(
+        RecipeError, match=r"unknown tokenizer 'bp' at data.tokenizer.kind; did you mean 'bpe'"
+    ):
         TextTokenizer.train("bp", ["abc"])
     with pytest.raises(DataError, match=r"vocab_size 100 is too small"):
         TextTokenizer.train("bpe", ["abc"], vocab_size=100)

@@ -14,9 +14,8 @@ import pandas as pd
 
 from tensorsmith.errors import DataError
 
-__all__ = ["FEATURE_TYPES", "Encoded", "Preprocessor", "infer_type"]
+__all__ = ["Encoded", "Preprocessor", "infer_type", "row_list"]
 
-FEATURE_TYPES = ("number", "category", "binary", "text")
 _TRUE = {"yes", "true", "y", "t", "1", "1.0"}
 _FALSE = {"no", "false", "n", "f", "0", "0.0"}
 
@@ -41,7 +40,7 @@ def infer_type(series: pd.Series) -> str:
     return "category"
 
 
-def _rows(mask: np.ndarray | pd.Series) -> str:
+def row_list(mask: np.ndarray | pd.Series) -> str:
     idx = np.flatnonzero(np.asarray(mask)) + 1
     if isinstance(mask, pd.Series) and pd.api.types.is_integer_dtype(mask.index):
         idx = np.sort(mask.index[np.asarray(mask, dtype=bool)].to_numpy()) + 1  # rows of the file
@@ -75,7 +74,7 @@ class Preprocessor:
 
     def __init__(
         self,
-        task: str,
+        target_kind: str,
         target: str,
         features: list[str],
         types: dict[str, str],
@@ -85,7 +84,7 @@ class Preprocessor:
         target_transform: str = "none",
         transforms: dict[str, str] | None = None,
     ) -> None:
-        self.task = task
+        self.target_kind = target_kind  # "label" (classification) or "number" (regression)
         self.target = target
         self.features = features
         self.types = types
@@ -129,7 +128,7 @@ class Preprocessor:
         if bad.any() and fitting:
             raise DataError(
                 f"data.transforms.{name}: {kind} needs values > {low:g}, but "
-                f"'{name}' has values <= {low:g} in rows {_rows(bad)}"
+                f"'{name}' has values <= {low:g} in rows {row_list(bad)}"
             )
         values = values.where(~bad)  # at predict time a bad value is treated as missing
         return pd.Series(np.log(values) if kind == "log" else np.log1p(values), index=col.index)
@@ -138,7 +137,7 @@ class Preprocessor:
         values = self._numbers(name, col, fitting=True)
         if not np.isfinite(values.dropna()).all():
             raise DataError(
-                f"column '{name}' has infinite values in rows {_rows(np.isinf(values))}"
+                f"column '{name}' has infinite values in rows {row_list(np.isinf(values))}"
             )
         present = values.dropna()
         if present.empty:
@@ -155,8 +154,9 @@ class Preprocessor:
         if not (np.isfinite(center) and np.isfinite(spread)):
             huge = values.abs() > np.sqrt(np.finfo(float).max / max(len(values), 1))
             raise DataError(
-                f"column '{name}' has values too large to scale (largest {values.abs().max():.3g}"
-                f") in rows {_rows(huge)}; rescale the column, or set data.transforms.{name}: log"
+                f"column '{name}' has values too large to scale (largest "
+                f"{values.abs().max():.3g}) in rows {row_list(huge)}; rescale the column, or set "
+                f"data.transforms.{name}: log"
             )
         return {
             "name": name,
@@ -168,7 +168,7 @@ class Preprocessor:
         }
 
     def _fit_target(self, col: pd.Series) -> dict[str, Any]:
-        if self.task == "classification":
+        if self.target_kind == "label":
             classes = sorted(col.astype(str).unique().tolist())
             if len(classes) < 2:
                 raise DataError(
@@ -191,7 +191,7 @@ class Preprocessor:
         if self.target_transform == "log" and (y <= 0).any():
             raise DataError(
                 f"data.target_transform: log needs a positive target, but '{self.target}' has "
-                f"values <= 0 in rows {_rows(y <= 0)}; set data.target_transform: none"
+                f"values <= 0 in rows {row_list(y <= 0)}; set data.target_transform: none"
             )
         return y
 
@@ -199,7 +199,7 @@ class Preprocessor:
 
     @property
     def n_classes(self) -> int:
-        return len(self.target_["classes"]) if self.task == "classification" else 0
+        return len(self.target_["classes"]) if self.target_kind == "label" else 0
 
     @property
     def classes(self) -> list[str]:
@@ -256,14 +256,14 @@ class Preprocessor:
         return Encoded(x.astype(np.float32), cat, y)
 
     def encode_target(self, col: pd.Series) -> np.ndarray:
-        if self.task == "classification":
+        if self.target_kind == "label":
             lookup = {v: i for i, v in enumerate(self.target_["classes"])}
             idx = col.astype(str).map(lookup)
             if idx.isna().any():
                 unknown = sorted(col[idx.isna()].astype(str).unique().tolist())[:5]
                 raise DataError(
                     f"target '{self.target}' has labels the model was not trained on: "
-                    f"{', '.join(unknown)} (rows {_rows(idx.isna())}); known: "
+                    f"{', '.join(unknown)} (rows {row_list(idx.isna())}); known: "
                     f"{', '.join(self.target_['classes'])}"
                 )
             return idx.to_numpy(dtype=np.int64)
@@ -281,7 +281,7 @@ class Preprocessor:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "task": self.task,
+            "target_kind": self.target_kind,
             "target": self.target,
             "features": self.features,
             "types": self.types,
@@ -297,7 +297,7 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessor:
         p = cls(
-            d["task"],
+            d["target_kind"],
             d["target"],
             d["features"],
             d["types"],

@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from tensorsmith.data.tables import TABLE_FORMATS, read_table
 from tensorsmith.errors import DataError, did_you_mean
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
 END_OF_TEXT = "<|endoftext|>"
 """Separator between documents; the tokenizers map it to their end-of-text token."""
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
 _GLOB_CHARS = frozenset("*?[")
 _SNIFF_BYTES = 8192
 
@@ -63,7 +63,7 @@ def load_corpus(source: str, base_dir: Path, text_column: str | None = None) -> 
     skipped: list[str] = []
     for path in paths:
         name = _display_name(path, base_dir)
-        if path.suffix.lower() in TABLE_SUFFIXES:
+        if path.suffix.lower() in TABLE_FORMATS:
             rows = _read_table(path, name, text_column, skipped)
             docs.extend(Document(f"{name}#{i}", text) for i, text in rows)
             continue
@@ -225,25 +225,13 @@ def _read_table(
     path: Path, name: str, text_column: str | None, skipped: list[str]
 ) -> list[tuple[int, str]]:
     """Return ``(row, text)`` for every non-empty cell of the text column of one table."""
-    import pandas as pd
-
-    suffix = path.suffix.lower()
     try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        elif suffix in (".jsonl", ".ndjson"):
-            frame = pd.read_json(path, lines=True, dtype=False)
-        else:
-            sep = "\t" if suffix == ".tsv" else ","
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except UnicodeDecodeError:
-        skipped.append(f"{name} (not UTF-8)")
-        return []
-    except Exception as exc:  # pandas and pyarrow raise many types for a malformed file
-        raise DataError(
-            f"cannot read {name} as a {suffix[1:].upper()} table: {exc}; expected a well-formed "
-            "table with a header; fix the file or convert it"
-        ) from exc
+        frame = read_table(path, as_text=True)
+    except DataError as exc:
+        if "codec" in str(exc) or "UTF-8" in str(exc) or "utf-8" in str(exc):
+            skipped.append(f"{name} (not UTF-8)")
+            return []
+        raise
     columns = [str(c) for c in frame.columns]
     column = text_column if text_column is not None else ("text" if "text" in columns else None)
     if column is None or column not in columns:

@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tensorsmith.data.text import END_OF_TEXT
-from tensorsmith.errors import DataError, did_you_mean
+from tensorsmith.errors import DataError
+from tensorsmith.registry import Registry
 
-__all__ = ["TOKENIZER_KINDS", "UNKNOWN", "TextTokenizer", "TokenizerKind"]
+__all__ = ["TOKENIZERS", "UNKNOWN", "TextTokenizer", "TokenizerKind"]
 
 TokenizerKind = Literal["char", "bpe"]
-TOKENIZER_KINDS: tuple[str, ...] = ("char", "bpe")
 UNKNOWN = "<|unk|>"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -64,14 +64,7 @@ class TextTokenizer:
                 "cannot train a tokenizer on empty text; expected the train split to hold text; "
                 "check data.source and data.split"
             )
-        if kind == "char":
-            return cls(_char_tokenizer(pieces))
-        if kind == "bpe":
-            return cls(_bpe_tokenizer(pieces, vocab_size))
-        raise DataError(
-            f"unknown tokenizer {kind!r}{did_you_mean(kind, TOKENIZER_KINDS)}; "
-            f"choices: {', '.join(TOKENIZER_KINDS)}"
-        )
+        return cls(TOKENIZERS.get(kind)(pieces, vocab_size))
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -156,7 +149,7 @@ class TextTokenizer:
         return f"TextTokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
 
 
-def _char_tokenizer(pieces: list[str]) -> Tokenizer:
+def _char_tokenizer(pieces: list[str], vocab_size: int | None = None) -> Tokenizer:
     chars = sorted(set().union(*(set(p) for p in pieces)))
     specials = [END_OF_TEXT, UNKNOWN]
     vocab = {tok: i for i, tok in enumerate(specials + chars)}
@@ -185,6 +178,14 @@ def _bpe_tokenizer(pieces: list[str], vocab_size: int | None) -> Tokenizer:
     tokenizer.train_from_iterator(chunks, trainer=trainer, length=len(chunks))
     tokenizer.add_special_tokens([END_OF_TEXT])
     return tokenizer
+
+
+# kind → builder(train pieces, vocab_size)
+TOKENIZERS: Registry[Callable[[list[str], int | None], Tokenizer]] = Registry(
+    "tokenizer", "data.tokenizer.kind"
+)
+TOKENIZERS.register("char", _char_tokenizer)
+TOKENIZERS.register("bpe", _bpe_tokenizer)
 
 
 def _chunks(text: str, size: int = _CHUNK_CHARS) -> Iterator[str]:

@@ -22,7 +22,7 @@ import torch
 from tensorsmith.data.tokenizer import TextTokenizer
 from tensorsmith.errors import DataError
 
-__all__ = ["WindowSampler", "cache_key", "encode_to_cache", "eval_batches", "open_tokens"]
+__all__ = ["cache_key", "check_length", "encode_to_cache", "eval_batches", "open_tokens"]
 
 _CACHE_VERSION = b"tensorsmith-tokens-v1"
 _DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
@@ -90,7 +90,7 @@ def open_tokens(path: Path) -> np.memmap:
     return np.memmap(path, dtype=_DTYPES[dtype], mode="r")
 
 
-def _check_length(n_tokens: int, block_size: int, batch_size: int, split: str) -> None:
+def check_length(n_tokens: int, block_size: int, batch_size: int, split: str) -> None:
     if block_size < 1 or batch_size < 1:
         raise DataError(
             f"block_size {block_size} and batch_size {batch_size} must be positive; "
@@ -112,35 +112,6 @@ def _to_xy(windows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-class WindowSampler:
-    """Random training windows of ``block_size + 1`` tokens; batch ``k`` depends on (seed, k)."""
-
-    def __init__(
-        self,
-        tokens: np.ndarray,
-        block_size: int,
-        batch_size: int,
-        seed: int,
-        split: str = "train",
-    ) -> None:
-        _check_length(len(tokens), block_size, batch_size, split)
-        self.tokens = tokens
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.seed = seed
-
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y), each (batch_size, block_size) int64; y[:, t] is the token after x[:, t]."""
-        if step < 0:
-            raise DataError(f"step {step} is negative; expected a step >= 0")
-        # A fresh generator per step (not one stream advanced step by step) is what makes a
-        # resumed run draw the same windows as an uninterrupted one.
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, step]))
-        starts = rng.integers(0, len(self.tokens) - self.block_size, size=self.batch_size)
-        idx = starts[:, None] + np.arange(self.block_size + 1)  # (B, T+1)
-        return _to_xy(np.asarray(self.tokens[idx]))
-
-
 def eval_batches(
     tokens: np.ndarray,
     block_size: int,
@@ -154,7 +125,7 @@ def eval_batches(
     once (a tail shorter than a window is left out). With ``max_batches``, evenly spaced windows
     stand in for the whole split rather than only its beginning. The last batch may be smaller.
     """
-    _check_length(len(tokens), block_size, batch_size, split)
+    check_length(len(tokens), block_size, batch_size, split)
     if max_batches is not None and max_batches < 1:
         raise DataError(f"max_batches {max_batches} must be at least 1, or None for all windows")
     n_windows = (len(tokens) - 1) // block_size

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tensorsmith.errors import RecipeError, did_you_mean
-from tensorsmith.evaluation.metrics import METRICS, TASK_METRICS
+from tensorsmith.evaluation.metrics import METRICS
 
 __all__ = ["Condition", "ConditionResult", "GateResult", "check_gate", "parse_gate"]
 
@@ -78,8 +78,11 @@ class GateResult:
         return {"passed": self.passed, "conditions": [r.to_dict() for r in self.results]}
 
 
-def parse_gate(gate: Mapping[str, Any] | None, task: str | None = None) -> list[Condition]:
-    """Parse ``{metric: "op threshold"}``; with ``task``, metrics must also fit that task.
+def parse_gate(
+    gate: Mapping[str, Any] | None, allowed: Sequence[str] | None = None, task: str = ""
+) -> list[Condition]:
+    """Parse ``{metric: "op threshold"}``; with ``allowed`` (the task's metric names), each
+    metric must also be one the task computes.
 
     Raises :class:`RecipeError` naming ``evaluate.gate.<metric>`` and the bad value.
     """
@@ -89,14 +92,14 @@ def parse_gate(gate: Mapping[str, Any] | None, task: str | None = None) -> list[
         if metric not in METRICS:
             raise RecipeError(
                 f"unknown metric '{metric}' at {path}{did_you_mean(metric, METRICS)} "
-                f"choices: {', '.join(_scalar_metrics(task))}"
+                f"choices: {', '.join(_scalar_metrics(allowed))}"
             )
-        if metric == "confusion_matrix":
-            raise RecipeError(f"{path}: a gate needs a number; confusion_matrix is a table")
-        if task is not None and metric not in TASK_METRICS.get(task, ()):
+        if not METRICS[metric].scalar:
+            raise RecipeError(f"{path}: a gate needs a number; {metric} is a table")
+        if allowed is not None and metric not in allowed:
             raise RecipeError(
                 f"metric '{metric}' at {path} does not fit task '{task}'; "
-                f"choices: {', '.join(_scalar_metrics(task))}"
+                f"choices: {', '.join(_scalar_metrics(allowed))}"
             )
         if not isinstance(text, str):
             raise RecipeError(f"{path} is {text!r}; expected {_EXAMPLE}")
@@ -149,6 +152,6 @@ def check_gate(
     return GateResult(results)
 
 
-def _scalar_metrics(task: str | None) -> list[str]:
-    names = TASK_METRICS.get(task, ()) if task is not None else METRICS.names()
-    return [n for n in names if n != "confusion_matrix"]
+def _scalar_metrics(allowed: Sequence[str] | None) -> list[str]:
+    names = allowed if allowed is not None else METRICS.names()
+    return [n for n in names if METRICS[n].scalar]

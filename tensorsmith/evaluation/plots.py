@@ -16,17 +16,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from tensorsmith.registry import Registry
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "PLOTS",
+    "draw_plots",
     "plot_confusion_matrix",
     "plot_decision_boundary",
     "plot_learning_curves",
     "plot_predicted_vs_actual",
     "plot_residuals",
     "plot_roc",
-    "plot_task",
 ]
 
 DPI = 100
@@ -292,37 +295,37 @@ def plot_decision_boundary(
     return _save(fig, path)
 
 
-# -- the set for one task ---------------------------------------------------------------------
+# -- plots by name ----------------------------------------------------------------------------
 
 
-def plot_task(
-    task: str,
-    out_dir: PathLike,
-    *,
-    history: Sequence[Mapping[str, Any]] | None = None,
-    y_true: np.ndarray | None = None,
-    y_pred: np.ndarray | None = None,
-    proba: np.ndarray | None = None,
-    labels: Sequence[str] | None = None,
-    confusion: Sequence[Sequence[int]] | None = None,
+def _confusion_from_labels(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], path: PathLike
+) -> Path:
+    k = len(labels)
+    counts = np.bincount(
+        np.asarray(y_true, dtype=np.int64) * k + np.asarray(y_pred, dtype=np.int64),
+        minlength=k * k,
+    ).reshape(k, k)
+    return plot_confusion_matrix(counts, labels, path)
+
+
+# name → fn(path=…, **inputs); a task names the plots it wants and gives their inputs
+PLOTS: Registry[Callable[..., Path]] = Registry("plot", "plots")
+PLOTS.register("predicted_vs_actual", plot_predicted_vs_actual)
+PLOTS.register("residuals", plot_residuals)
+PLOTS.register("confusion_matrix", _confusion_from_labels)
+PLOTS.register("roc", plot_roc)
+PLOTS.register("decision_boundary", plot_decision_boundary)
+
+
+def draw_plots(
+    folder: PathLike,
+    history: Sequence[Mapping[str, Any]],
+    plots: Mapping[str, Mapping[str, Any]],
 ) -> list[Path]:
-    """Write the standard plots for ``task`` into ``out_dir``; return the paths written."""
-    out = Path(out_dir)
-    paths: list[Path] = []
-    if history:
-        paths.append(plot_learning_curves(history, out / "learning_curves.png"))
-    if task == "regression" and y_true is not None and y_pred is not None:
-        paths.append(plot_predicted_vs_actual(y_true, y_pred, out / "predicted_vs_actual.png"))
-        paths.append(plot_residuals(y_true, y_pred, out / "residuals.png"))
-    elif task == "classification" and y_true is not None:
-        names = list(labels or [])
-        if confusion is None and y_pred is not None:
-            from tensorsmith.evaluation.metrics import compute_metrics
-
-            cm = compute_metrics(task, ["confusion_matrix"], y_true, y_pred, proba, labels or None)
-            confusion = cm["confusion_matrix"]  # type: ignore[assignment]
-        if confusion is not None:
-            paths.append(plot_confusion_matrix(confusion, names, out / "confusion_matrix.png"))
-        if proba is not None:
-            paths.append(plot_roc(y_true, proba, names, out / "roc.png"))
+    """The learning curves, then each named plot, as ``folder/<name>.png``."""
+    out = Path(folder)
+    paths = [plot_learning_curves(history, out / "learning_curves.png")] if history else []
+    for name, inputs in plots.items():
+        paths.append(PLOTS.get(name)(path=out / f"{name}.png", **inputs))
     return paths

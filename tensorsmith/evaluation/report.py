@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tensorsmith.evaluation.gate import GateResult
 
-__all__ = ["format_gate", "format_value", "print_metrics"]
+__all__ = ["format_gate", "format_value", "model_card", "print_metrics"]
 
 
 def format_value(value: Any) -> str:
@@ -90,3 +90,30 @@ def format_gate(result: GateResult) -> str:
 
 def _actual(value: float | None) -> str:
     return "missing" if value is None else format_value(value)
+
+
+def model_card(
+    title: str,
+    facts: Sequence[str],
+    metrics: Mapping[str, Mapping[str, Any]],
+    gate: Mapping[str, Any] | None,
+    sections: Sequence[str],
+    usage: str,
+) -> str:
+    """``card.md``: what the model is, how it did on each split, its gate, how to use it."""
+    splits = list(metrics)
+    names: list[str] = []
+    for split in splits:
+        names += [
+            n for n, v in metrics[split].items() if n not in names and not isinstance(v, list)
+        ]
+    lines = [f"# {title}", "", *facts, "", "## Metrics", ""]
+    lines += ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for name in names:
+        cells = [format_value(metrics[s].get(name)) for s in splits]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if gate is not None:
+        conds = ", ".join(f"{c['metric']} {c['op']} {c['threshold']}" for c in gate["conditions"])
+        lines += ["", f"Gate: {'passed' if gate['passed'] else 'failed'} ({conds})"]
+    lines += ["", *sections, "## Use", "", "```", usage, "```", ""]
+    return "\n".join(lines)

@@ -17,8 +17,9 @@ class TabularInput(nn.Module):
     def __init__(self, n_numeric: int, cardinalities: list[int], embedding_dim: int | None):
         super().__init__()
         dims = [embedding_dim or min(16, (c + 1) // 2) for c in cardinalities]
-        self.embeddings = nn.ModuleList(nn.Embedding(c, d) for c, d in zip(cardinalities, dims,
-                                                                            strict=True))
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(c, d) for c, d in zip(cardinalities, dims, strict=True)
+        )
         self.n_features = n_numeric + sum(dims)
 
     def forward(self, x: torch.Tensor, cat: torch.Tensor | None = None) -> torch.Tensor:
@@ -39,8 +40,9 @@ def init_linear(layer: nn.Linear, scheme: str, activation: str = "relu") -> None
         bound = 1.0 / w.shape[1] ** 0.5
         nn.init.uniform_(w, -bound, bound)
     elif scheme == "xavier":
-        gain = nn.init.calculate_gain("sigmoid" if activation == "sigmoid" else "tanh"
-                                      if activation == "tanh" else "relu")
+        gain = nn.init.calculate_gain(
+            "sigmoid" if activation == "sigmoid" else "tanh" if activation == "tanh" else "relu"
+        )
         nn.init.xavier_uniform_(w, gain=gain)
     elif scheme == "kaiming":
         nn.init.kaiming_normal_(w, nonlinearity="relu")

@@ -32,8 +32,13 @@ class Linear(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: Any, dims: dict[str, Any]) -> Linear:
-        return cls(dims["n_inputs"], dims["n_outputs"], dims.get("cardinalities"),
-                   spec.embedding_dim, spec.init)
+        return cls(
+            dims["n_inputs"],
+            dims["n_outputs"],
+            dims.get("cardinalities"),
+            spec.embedding_dim,
+            spec.init,
+        )
 
     def forward(self, x: torch.Tensor, cat: torch.Tensor | None = None) -> torch.Tensor:
         return self.out(self.inputs(x, cat))  # (B, n_outputs)

@@ -12,15 +12,15 @@ import torch
 from torch import nn
 
 from tensorsmith.models.inputs import TabularInput, init_linear
+from tensorsmith.registry import Registry
 
 __all__ = ["ACTIVATIONS", "MLP"]
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-}
+ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation", "model.activation")
+ACTIVATIONS.register("sigmoid", nn.Sigmoid)
+ACTIVATIONS.register("tanh", nn.Tanh)
+ACTIVATIONS.register("relu", nn.ReLU)
+ACTIVATIONS.register("gelu", nn.GELU)
 
 
 class MLP(nn.Module):
@@ -56,10 +56,23 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     @classmethod
+    def check_spec(cls, spec: Any) -> None:
+        """What the recipe's names must be, before any data is read."""
+        ACTIVATIONS.get(spec.activation)
+
+    @classmethod
     def from_spec(cls, spec: Any, dims: dict[str, Any]) -> MLP:
-        return cls(dims["n_inputs"], dims["n_outputs"], list(spec.hidden), spec.activation,
-                   spec.dropout, spec.batch_norm, spec.init, dims.get("cardinalities"),
-                   spec.embedding_dim)
+        return cls(
+            dims["n_inputs"],
+            dims["n_outputs"],
+            list(spec.hidden),
+            spec.activation,
+            spec.dropout,
+            spec.batch_norm,
+            spec.init,
+            dims.get("cardinalities"),
+            spec.embedding_dim,
+        )
 
     def forward(self, x: torch.Tensor, cat: torch.Tensor | None = None) -> torch.Tensor:
         h = x if cat is None else self.inputs(x, cat)  # (B, n_features)

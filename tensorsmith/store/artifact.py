@@ -14,15 +14,21 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from safetensors.torch import save_model
+from torch import nn
 
 from tensorsmith.errors import ModelNotFoundError, StoreError, did_you_mean
+from tensorsmith.tasks.predictor import FORMAT
 
 __all__ = [
+    "Contents",
+    "check_writable",
     "list_models",
     "new_version",
     "read_json",
@@ -31,6 +37,7 @@ __all__ = [
     "store_root",
     "write_history",
     "write_json",
+    "write_version",
 ]
 
 _VERSION = re.compile(r"^(\d+)$")
@@ -139,6 +146,50 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (int(v) if k in ("epoch", "step") else v) for k, v in row.items()})
+
+
+@dataclass
+class Contents:
+    """Everything one version holds, before it has a number."""
+
+    recipe_yaml: str
+    module: nn.Module
+    config: dict[str, Any]  # task, arch, dims: what loading needs
+    files: dict[str, Any]  # name → text or JSON-able (task state, metrics.json)
+    history: list[dict[str, float]]
+    run: dict[str, Any]
+    plots: Callable[[Path], object] | None
+    card: Callable[[int], str]
+
+
+def write_version(root: Path, name: str, contents: Contents) -> tuple[int, Path]:
+    """Write one complete version (atomically) and return (version, path)."""
+    with new_version(root, name) as (version, tmp):
+        (tmp / "recipe.yaml").write_text(contents.recipe_yaml, encoding="utf-8")
+        save_model(contents.module, str(tmp / "model.safetensors"))
+        for file, content in contents.files.items():
+            if isinstance(content, str):
+                (tmp / file).write_text(content, encoding="utf-8")
+            else:
+                write_json(tmp / file, content)
+        write_history(tmp / "history.csv", contents.history)
+        if contents.plots is not None:
+            (tmp / "plots").mkdir()
+            contents.plots(tmp / "plots")
+        contents.run["version"] = version
+        write_json(tmp / "run.json", contents.run)
+        (tmp / "card.md").write_text(contents.card(version), encoding="utf-8")
+        held = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        config = {
+            "format": FORMAT,
+            "name": name,
+            "version": version,
+            **contents.config,
+            "weights": "model.safetensors",
+            "files": [*held, "config.json"],
+        }
+        write_json(tmp / "config.json", config)
+    return version, root / name / str(version)
 
 
 def resolve(ref: str, root: Path) -> Path:

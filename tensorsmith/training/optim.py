@@ -9,10 +9,17 @@ from typing import Any
 import torch
 
 from tensorsmith.errors import RecipeError
-from tensorsmith.recipe import OptimizerSpec, ScheduleSpec
+from tensorsmith.recipe import OptimizerSpec, ScheduleSpec, TrainSpec
 from tensorsmith.registry import Registry
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_schedule", "lr_factor"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "build_optimizer",
+    "build_schedule",
+    "check_optimizer",
+    "lr_factor",
+]
 
 Params = Iterable[Any]
 OPTIMIZERS: Registry[Callable[[Params, OptimizerSpec], torch.optim.Optimizer]] = Registry(
@@ -48,10 +55,37 @@ OPTIMIZERS.register(
     "adagrad",
     lambda p, s: torch.optim.Adagrad(p, lr=s.lr, eps=s.eps, weight_decay=s.weight_decay),
 )
+# Full-batch L-BFGS with a strong-Wolfe line search: the least-squares / maximum-likelihood
+# solution of a linear model in a few dozen iterations (what scikit-learn's lbfgs solver does).
+# It re-evaluates the loss inside a step, so the trainer hands it a closure.
+OPTIMIZERS.register(
+    "lbfgs",
+    lambda p, s: torch.optim.LBFGS(
+        list(p), lr=s.lr, max_iter=20, history_size=20, line_search_fn="strong_wolfe"
+    ),
+)
 
-SCHEDULES: Registry[str] = Registry("schedule", "train.schedule.name")
-for _name in ("constant", "step", "cosine", "linear", "plateau"):
-    SCHEDULES.register(_name, _name)
+
+def check_optimizer(train: TrainSpec) -> None:
+    """The optimizer and schedule exist and fit the rest of ``train`` (no data needed)."""
+    spec = train.optimizer
+    OPTIMIZERS.get(spec.name)
+    SCHEDULES.get(train.schedule.name)
+    if spec.nesterov and (spec.name != "sgd" or spec.momentum <= 0):
+        raise RecipeError("train.optimizer.nesterov needs name: sgd and momentum > 0")
+    if spec.name == "lbfgs":
+        if getattr(train, "batch_size", None) != "full":
+            raise RecipeError(
+                "train.optimizer.name lbfgs needs train.batch_size: full (it takes the whole "
+                "train split per step); or choose adam for mini-batches"
+            )
+        if train.grad_accum != 1 or train.grad_clip is not None:
+            raise RecipeError(
+                "train.optimizer.name lbfgs does not take train.grad_accum or train.grad_clip; "
+                "remove them"
+            )
+        if spec.weight_decay:
+            raise RecipeError("train.optimizer.weight_decay does not apply to lbfgs; remove it")
 
 
 def build_optimizer(params: Params, spec: OptimizerSpec) -> torch.optim.Optimizer:
@@ -60,20 +94,43 @@ def build_optimizer(params: Params, spec: OptimizerSpec) -> torch.optim.Optimize
     return OPTIMIZERS.get(spec.name)(params, spec)
 
 
+Factor = Callable[[ScheduleSpec, float, float], float]  # (spec, floor, progress or step) → factor
+
+
+def _step_decay(spec: ScheduleSpec, floor: float, step: float) -> float:
+    return max(spec.gamma ** ((step - spec.warmup_steps) // spec.step_size), floor)
+
+
+def _cosine(spec: ScheduleSpec, floor: float, progress: float) -> float:
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _linear(spec: ScheduleSpec, floor: float, progress: float) -> float:
+    return floor + (1.0 - floor) * (1.0 - progress)
+
+
+# name → (factor after warmup, whether it reads the step (True) or the progress in [0, 1])
+SCHEDULES: Registry[tuple[Factor, bool] | None] = Registry("schedule", "train.schedule.name")
+SCHEDULES.register("constant", (lambda spec, floor, x: 1.0, True))
+SCHEDULES.register("step", (_step_decay, True))
+SCHEDULES.register("cosine", (_cosine, False))
+SCHEDULES.register("linear", (_linear, False))
+SCHEDULES.register("plateau", None)  # per evaluation: ReduceLROnPlateau
+
+
 def lr_factor(spec: ScheduleSpec, base_lr: float, step: int, total_steps: int) -> float:
     """Multiplier of the base learning rate after ``step`` optimizer steps: warmup, then decay."""
     if spec.warmup_steps and step < spec.warmup_steps:
         return (step + 1) / spec.warmup_steps
-    floor = min(spec.min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
-    if spec.name in ("constant", "plateau"):
+    entry = SCHEDULES.get(spec.name)
+    if entry is None:
         return 1.0
-    if spec.name == "step":
-        return max(spec.gamma ** ((step - spec.warmup_steps) // spec.step_size), floor)
+    factor, by_step = entry
+    floor = min(spec.min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
+    if by_step:
+        return factor(spec, floor, float(step))
     span = max(total_steps - spec.warmup_steps, 1)
-    progress = min(max(step - spec.warmup_steps, 0) / span, 1.0)
-    if spec.name == "cosine":
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return floor + (1.0 - floor) * (1.0 - progress)  # linear
+    return factor(spec, floor, min(max(step - spec.warmup_steps, 0) / span, 1.0))
 
 
 def build_schedule(

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import torch
 
-from tensorsmith.training.callbacks import Callback
-
-if TYPE_CHECKING:
-    from tensorsmith.training.trainer import Trainer
+from tensorsmith.training.state import Callback, TrainControl, TrainState
 
 __all__ = ["Progress"]
 
@@ -50,8 +47,8 @@ class Progress(Callback):
         self.wants_steps = unit == "step" and self.live
         self._bar: Any = None
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        super().on_fit_start(trainer)
+    def on_fit_start(self, state: TrainState, control: TrainControl) -> None:
+        self.state = state
         self._start = time.perf_counter()
         self._start_samples = 0
         self._first: int | None = None
@@ -81,12 +78,12 @@ class Progress(Callback):
             self._bar.start()
 
     def _counter(self) -> int:
-        return self.trainer.step if self.unit == "step" else self.trainer.epoch
+        return self.state.counter
 
     def _rate(self) -> float:
         # measured from the first report on, so resumed runs and compile warm-up don't skew it
         now = time.perf_counter()
-        samples = self.trainer.samples * self.trainer.tokens_per_sample
+        samples = self.state.samples * self.state.tokens_per_sample
         if self._first is None:
             self._first, self._start, self._start_samples = self._counter(), now, samples
             return 0.0
@@ -103,15 +100,15 @@ class Progress(Callback):
             text += f"  mfu {rate * self.flops_per_unit / self.peak_flops:.1%}"
         return text
 
-    def on_step_end(self, step: int, loss: torch.Tensor) -> None:
+    def on_step_end(self, state: TrainState, control: TrainControl, loss: torch.Tensor) -> None:
         rate = self._rate()
         self._bar.update(
             self._task,
-            completed=step,
+            completed=state.step,
             info=f"loss {float(loss):.4f}  {self._speed(rate)}",
         )
 
-    def on_eval_end(self, row: dict[str, float]) -> None:
+    def on_eval_end(self, state: TrainState, control: TrainControl, row: dict[str, float]) -> None:
         counter = self._counter()
         rate = self._rate()
         due = counter % self.log_every == 0 or counter == self.total
@@ -129,7 +126,7 @@ class Progress(Callback):
                 flush=False,
             )
 
-    def on_fit_end(self) -> None:
+    def on_fit_end(self, state: TrainState, control: TrainControl) -> None:
         if self._bar is not None:
             self._bar.stop()
         self.stream.flush()

@@ -1,16 +1,18 @@
-"""Reading tables: CSV, TSV, Parquet and JSONL, with errors a person can act on."""
+"""Reading and writing tables (CSV, TSV, Parquet, JSONL) for every verb, with errors a person
+can act on."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from tensorsmith.errors import DataError, did_you_mean
 
-__all__ = ["TABLE_SUFFIXES", "check_columns", "read_table"]
+__all__ = ["TABLE_FORMATS", "check_columns", "read_table", "table_format", "write_table"]
 
-TABLE_SUFFIXES = {
+TABLE_FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
     ".tab": "tsv",
@@ -22,30 +24,40 @@ TABLE_SUFFIXES = {
 }
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a table by its suffix. Empty files, non-tables and unknown formats raise DataError."""
+def table_format(path: Path, verb: str = "read") -> str:
+    """csv, tsv, parquet or jsonl, by the file's suffix; DataError for anything else."""
+    kind = TABLE_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(
+            f"cannot {verb} {path.name}: unknown table type '{path.suffix}'; expected one of "
+            f"{', '.join(sorted(TABLE_FORMATS))}"
+        )
+    return kind
+
+
+def read_table(path: str | Path, as_text: bool = False) -> pd.DataFrame:
+    """Read a table by its suffix. Empty files, non-tables and unknown formats raise DataError.
+
+    ``as_text`` keeps every cell a string (a corpus column), with empty cells as "".
+    """
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file {p} does not exist; check data.source or --data")
     if p.is_dir():
         raise DataError(f"{p} is a directory; a table (CSV, TSV, Parquet or JSONL) is expected")
-    kind = TABLE_SUFFIXES.get(p.suffix.lower())
-    if kind is None:
-        raise DataError(
-            f"cannot read {p.name}: unknown file type '{p.suffix}'; expected one of "
-            f"{', '.join(sorted(TABLE_SUFFIXES))}"
-        )
+    kind = table_format(p)
     if p.stat().st_size == 0:
         raise DataError(f"data file {p} is empty; it needs a header row and at least one data row")
     try:
+        text: dict[str, Any] = {"dtype": str, "keep_default_na": False} if as_text else {}
         if kind == "csv":
-            df = pd.read_csv(p, skipinitialspace=True)
+            df = pd.read_csv(p, skipinitialspace=True, **text)
         elif kind == "tsv":
-            df = pd.read_csv(p, sep="\t")
+            df = pd.read_csv(p, sep="\t", **text)
         elif kind == "parquet":
             df = pd.read_parquet(p)
         else:
-            df = pd.read_json(p, lines=True)
+            df = pd.read_json(p, lines=True, dtype=not as_text)
     except (
         pd.errors.ParserError,
         pd.errors.EmptyDataError,
@@ -76,3 +88,19 @@ def check_columns(df: pd.DataFrame, wanted: list[str], where: str, file: str) ->
     names = ", ".join(f"'{m}'" for m in missing)
     noun = "column" if len(missing) == 1 else "columns"
     raise DataError(f"{noun} {names} ({where}) not in {file}; columns are: {columns}{hint}")
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` in the format its suffix names (CSV, TSV, Parquet, JSONL)."""
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{p} is a directory; give a file name such as predictions.csv")
+    kind = table_format(p, "write")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "parquet":
+        df.to_parquet(p, index=False)
+    elif kind == "jsonl":
+        df.to_json(p, orient="records", lines=True)
+    else:
+        df.to_csv(p, sep="\t" if kind == "tsv" else ",", index=False)
+    return p

@@ -1,4 +1,7 @@
-"""Losses by name. Models output raw scores; sigmoid / softmax live inside the losses."""
+"""Losses by name. Models output raw scores; sigmoid / softmax live inside the losses.
+
+Each task says which losses fit it (``Task.losses``); ``build_loss`` applies class weights.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import torch.nn.functional as F
 from tensorsmith.errors import RecipeError
 from tensorsmith.registry import Registry
 
-__all__ = ["LOSSES", "LossFn", "build_loss"]
+__all__ = ["LOSSES", "LossFn", "build_loss", "class_weights"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # each factory takes the class weights (or None) and returns loss(output, target)
@@ -58,37 +61,36 @@ LOSSES.register("bce", _bce)
 LOSSES.register("cross_entropy", _cross_entropy)
 
 
-def build_loss(
-    name: str,
-    n_classes: int = 0,
-    class_weights: object = None,
-    labels: torch.Tensor | None = None,
-    class_names: list[str] | None = None,
-) -> LossFn:
-    """The loss by name, with class weights ("balanced", a list, or {label: weight})."""
-    weights = None
-    if class_weights is not None:
-        if n_classes < 2:
-            raise RecipeError("train.class_weights is only for classification")
-        if class_weights == "balanced":
-            if labels is None:
-                raise ValueError("balanced class weights need the train labels")
-            counts = torch.bincount(labels, minlength=n_classes).double().clamp(min=1)
-            weights = (labels.numel() / (n_classes * counts)).float()
-        elif isinstance(class_weights, dict):
-            names = class_names or [str(i) for i in range(n_classes)]
-            unknown = [k for k in class_weights if str(k) not in names]
-            if unknown:
-                raise RecipeError(
-                    f"train.class_weights names unknown classes {unknown}; "
-                    f"classes are: {', '.join(names)}"
-                )
-            weights = torch.tensor([float(class_weights.get(n, 1.0)) for n in names])
-        else:
-            assert isinstance(class_weights, list)
-            if len(class_weights) != n_classes:
-                raise RecipeError(
-                    f"train.class_weights has {len(class_weights)} weights for {n_classes} classes"
-                )
-            weights = torch.tensor([float(w) for w in class_weights])
+def class_weights(
+    spec: object, n_classes: int, labels: torch.Tensor | None, class_names: list[str]
+) -> torch.Tensor | None:
+    """Per-class loss weights from ``train.class_weights``: "balanced", a list, or {label: w}.
+
+    "balanced" weighs class c by N / (K · count_c) over the train labels (scikit-learn's rule).
+    """
+    if spec is None:
+        return None
+    if n_classes < 2:
+        raise RecipeError("train.class_weights is only for classification")
+    if spec == "balanced":
+        if labels is None:
+            raise ValueError("balanced class weights need the train labels")
+        counts = torch.bincount(labels.long(), minlength=n_classes).double().clamp(min=1)
+        return (labels.numel() / (n_classes * counts)).float()
+    if isinstance(spec, dict):
+        unknown = [k for k in spec if str(k) not in class_names]
+        if unknown:
+            raise RecipeError(
+                f"train.class_weights names unknown classes {unknown}; "
+                f"classes are: {', '.join(class_names)}"
+            )
+        return torch.tensor([float(spec.get(n, 1.0)) for n in class_names])
+    assert isinstance(spec, list)
+    if len(spec) != n_classes:
+        raise RecipeError(f"train.class_weights has {len(spec)} weights for {n_classes} classes")
+    return torch.tensor([float(w) for w in spec])
+
+
+def build_loss(name: str, weights: torch.Tensor | None = None) -> LossFn:
+    """The loss by name, with optional per-class weights."""
     return LOSSES.get(name)(weights)

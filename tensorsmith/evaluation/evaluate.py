@@ -1,0 +1,106 @@
+"""The one evaluation path: in the training loop, after training, and for ``evaluate``.
+
+Every number comes from :func:`evaluate`: the task turns each batch into outputs, the outputs
+of a split are collected, the task decodes them into the units its metrics read, and
+``METRICS`` computes them. In-loop validation, the final valid/test metrics and ``tensorsmith
+evaluate`` therefore agree by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tensorsmith.evaluation.metrics import MetricValue, compute_metrics
+from tensorsmith.tasks import Batch, EvalSplit, Outputs, Task
+
+__all__ = ["Evaluator", "collect", "evaluate"]
+
+
+def _device(module: nn.Module) -> torch.device:
+    first = next(module.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def collect(task: Task, module: nn.Module, batches: Iterable[Batch]) -> Outputs:
+    """Run ``module`` over ``batches`` (no gradients) and decode the outputs of the split."""
+    device = _device(module)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    count = 0
+    parts: dict[str, list[torch.Tensor]] = {}
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                if device.type != "cpu":
+                    batch = tuple(t.to(device, non_blocking=True) for t in batch)
+                out = task.batch_outputs(module, batch)
+                loss_sum += out.pop("loss_sum").detach().double()
+                count += int(out.pop("count"))
+                for key, value in out.items():
+                    parts.setdefault(key, []).append(value.detach().float().cpu())
+    finally:
+        module.train(was_training)
+    arrays: dict[str, np.ndarray] = {k: torch.cat(v).numpy() for k, v in parts.items()}
+    return task.outputs(arrays, float(loss_sum) / max(count, 1))
+
+
+def evaluate(
+    task: Task,
+    module: nn.Module,
+    split: EvalSplit,
+    names: Sequence[str],
+    limit: int | None = None,
+) -> dict[str, MetricValue]:
+    """The named metrics of ``module`` on one split."""
+    return compute_metrics(names, collect(task, module, split.batches(limit)))
+
+
+class Evaluator:
+    """Evaluation of one training run: ``in_loop`` for the trainer, ``final`` for the artifact.
+
+    ``in_loop`` measures the loss and the metrics the loop watches (the task's own, such as
+    perplexity, and the early-stopping monitor) on the valid split, with the task's batch limit;
+    ``final`` measures every recipe metric on every evaluation split, in full.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        splits: Mapping[str, EvalSplit],
+        metrics: Sequence[str],
+        monitor: str | None = None,
+    ) -> None:
+        self.task = task
+        self.splits = dict(splits)
+        self.metrics = list(metrics)
+        watched = [*task.loop_metrics]
+        if monitor and monitor.startswith("valid_") and monitor != "valid_loss":
+            watched.append(monitor.removeprefix("valid_"))
+        self.watched = list(dict.fromkeys(watched))
+
+    @property
+    def has_valid(self) -> bool:
+        return "valid" in self.splits
+
+    def in_loop(self, module: nn.Module) -> dict[str, float]:
+        """``valid_loss`` and ``valid_<metric>`` for each watched metric."""
+        outputs = collect(self.task, module, self.splits["valid"].batches(self.task.eval_limit))
+        row = {"valid_loss": outputs.loss}
+        for name, value in compute_metrics(self.watched, outputs).items():
+            row[f"valid_{name}"] = float(value)  # type: ignore[arg-type]
+        return row
+
+    def final(self, module: nn.Module) -> dict[str, dict[str, MetricValue]]:
+        """Every recipe metric on every split, with each split's outputs kept for plots."""
+        self.outputs: dict[str, Outputs] = {}
+        result: dict[str, dict[str, Any]] = {}
+        for name, split in self.splits.items():
+            self.outputs[name] = collect(self.task, module, split.batches())
+            result[name] = compute_metrics(self.metrics, self.outputs[name])
+        return result

@@ -1,0 +1,68 @@
+"""The typed recipe (DESIGN.md §3): YAML in, a strict pydantic v2 model out, one class per task.
+
+One schema, several faces: the YAML file, ``--set a.b=c`` overrides and the Python API all pass
+through :func:`load_recipe` / :func:`parse_recipe`. Keys depend on ``task`` (data and train
+sections) and on ``model.arch`` (the model section); a key that does not apply is an error that
+names its YAML path. Defaults depend on both and are filled in before validation, so
+``tensorsmith validate`` prints the fully resolved recipe with only the keys that apply.
+
+No torch import here: this is layer L0.
+"""
+
+from tensorsmith.recipe.base import DataSpec, Recipe
+from tensorsmith.recipe.language import CorpusData, LanguageModelingRecipe, StepTrain
+from tensorsmith.recipe.models import GPTSpec, LinearSpec, MLPSpec, ModelSpec
+from tensorsmith.recipe.parse import (
+    RECIPES,
+    apply_overrides,
+    load_recipe,
+    load_yaml,
+    parse_recipe,
+    recipe_to_yaml,
+)
+from tensorsmith.recipe.sections import (
+    EarlyStoppingSpec,
+    EvaluateSpec,
+    OptimizerSpec,
+    ScheduleSpec,
+    SplitSpec,
+    TrainSpec,
+)
+from tensorsmith.recipe.tables import (
+    ClassificationRecipe,
+    ClassificationTrain,
+    RegressionData,
+    RegressionRecipe,
+    TableData,
+    TableTrain,
+)
+
+__all__ = [
+    "RECIPES",
+    "ClassificationRecipe",
+    "ClassificationTrain",
+    "CorpusData",
+    "DataSpec",
+    "EarlyStoppingSpec",
+    "EvaluateSpec",
+    "GPTSpec",
+    "LanguageModelingRecipe",
+    "LinearSpec",
+    "MLPSpec",
+    "ModelSpec",
+    "OptimizerSpec",
+    "Recipe",
+    "RegressionData",
+    "RegressionRecipe",
+    "ScheduleSpec",
+    "SplitSpec",
+    "StepTrain",
+    "TableData",
+    "TableTrain",
+    "TrainSpec",
+    "apply_overrides",
+    "load_recipe",
+    "load_yaml",
+    "parse_recipe",
+    "recipe_to_yaml",
+]

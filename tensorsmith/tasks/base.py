@@ -1,0 +1,172 @@
+"""The ``Task`` interface: everything that differs between tasks lives behind it.
+
+A task prepares its data (splits, preprocessing fitted on the train split only, a feed for the
+training loop), builds its loss, turns a batch into outputs, names its metrics and plots, encodes
+raw inputs and decodes model outputs, and saves its fitted state as JSON. The training loop, the
+evaluation path, the store and the server hold a ``Task`` and never ask which one it is.
+
+``__init__`` stores the recipe; ``prepare`` learns (fitted state in attributes ending in ``_``,
+scikit-learn's habit); ``from_state`` rebuilds a fitted task from a stored version's files.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from torch import nn
+
+from tensorsmith.errors import DataError, RecipeError
+from tensorsmith.recipe import Recipe
+
+__all__ = ["Batch", "EvalSplit", "LossOf", "Outputs", "Prepared", "Task"]
+
+Batch = tuple[torch.Tensor, ...]
+LossOf = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+class EvalSplit(Protocol):
+    """An encoded evaluation split: ``batches(limit)`` yields its batches in a fixed order."""
+
+    def batches(self, limit: int | None = None) -> Iterable[Batch]: ...
+
+
+@dataclass
+class Outputs:
+    """One split's evaluation, in the units its metrics read (targets decoded, not scaled)."""
+
+    loss: float  # the training loss, averaged over the split
+    y_true: np.ndarray | None = None
+    y_pred: np.ndarray | None = None
+    proba: np.ndarray | None = None  # (N, K) class probabilities
+    n_classes: int = 0
+
+
+@dataclass
+class Prepared:
+    """What ``Task.prepare`` hands to training and evaluation."""
+
+    train: Any  # data.loading.EpochFeed or StepFeed
+    splits: dict[str, EvalSplit]  # the evaluation splits that hold data: "valid", "test"
+    dims: dict[str, Any]  # the sizes the data decides, for models.build_model
+    sizes: dict[str, int]  # rows or tokens of each split, for run.json and the card
+    size_unit: str = "rows"
+    notes: list[str] = field(default_factory=list)
+
+
+class Task(ABC):
+    """Base class; one subclass per ``task:`` value, registered in ``tasks.TASKS``."""
+
+    name: ClassVar[str]
+    metric_names: ClassVar[tuple[str, ...]]  # the metrics this task can compute
+    key_metric: ClassVar[str]  # the one `tensorsmith models` shows
+    losses: ClassVar[tuple[str, ...]] = ()  # the train.loss values that fit
+    loop_metrics: ClassVar[tuple[str, ...]] = ()  # measured at every evaluation in training
+    verbs: ClassVar[tuple[str, ...]] = ("predict",)  # predict / generate
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+
+    @classmethod
+    def check(cls, recipe: Recipe) -> None:
+        """Checks that need no data (``tensorsmith validate`` runs them)."""
+        loss = getattr(recipe.train, "loss", None)
+        if loss is not None and cls.losses and loss not in cls.losses:
+            choices = ", ".join(cls.losses)
+            raise RecipeError(
+                f"train.loss '{loss}' does not fit task {cls.name}; choices: {choices}"
+            )
+
+    # ------------------------------------------------------------------ data and state
+
+    @abstractmethod
+    def prepare(self, cache: Path, console: Console) -> Prepared:
+        """Read the recipe's data, split it, fit the preprocessing on train, build the feed."""
+
+    @abstractmethod
+    def read_splits(self) -> dict[str, Any]:
+        """The raw splits of the recipe's own data: the same rows (or text) as in training."""
+
+    @abstractmethod
+    def read_file(self, path: Path) -> Any:
+        """Raw data with targets from a file, for ``tensorsmith evaluate --data FILE``."""
+
+    @abstractmethod
+    def eval_split(self, raw: Any) -> EvalSplit:
+        """Encode raw data (with targets) with the fitted state, for evaluation."""
+
+    @property
+    def eval_limit(self) -> int | None:
+        """Batches per evaluation inside the training loop (None: the whole split)."""
+        return None
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Class names, for reports (None when the task has no classes)."""
+        return None
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Fitted state as files: name → JSON-able dict, or text (``tokenizer.json``)."""
+
+    @classmethod
+    @abstractmethod
+    def from_state(cls, recipe: Recipe, folder: Path) -> Task:
+        """A fitted task from the files ``state`` wrote into a version folder."""
+
+    # ------------------------------------------------------------------ training and evaluation
+
+    @abstractmethod
+    def loss(self) -> LossOf:
+        """``loss_of(module, batch)`` for training (after ``prepare``)."""
+
+    @abstractmethod
+    def batch_outputs(self, module: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """``loss_sum`` and ``count`` of one batch, plus arrays ``outputs`` reads (concatenated)."""
+
+    @abstractmethod
+    def outputs(self, arrays: dict[str, np.ndarray], loss: float) -> Outputs:
+        """A split's collected arrays decoded into what the metrics read."""
+
+    def plots(self, module: nn.Module, outputs: Outputs) -> dict[str, dict[str, Any]]:
+        """Plot name → its inputs (``evaluation.plots.PLOTS`` draws them)."""
+        return {}
+
+    def card_lines(self, run: dict[str, Any]) -> list[str]:
+        """Bullet lines for the model card: what the model reads and what it was trained on."""
+        return []
+
+    def card_sections(self, module: nn.Module) -> list[str]:
+        """Extra sections for the model card (generated samples, …)."""
+        return []
+
+    def usage(self, ref: str) -> str:
+        """The command that uses a stored version of this task."""
+        return f"tensorsmith predict {ref} --data FILE"
+
+    # ------------------------------------------------------------------ inference
+
+    def predict(self, module: nn.Module, records: pd.DataFrame) -> pd.DataFrame:
+        """Decoded predictions, one row per input record."""
+        raise DataError(self.wrong_verb("predict"))
+
+    def predict_proba(self, module: nn.Module, records: pd.DataFrame) -> np.ndarray:
+        raise DataError(f"predict_proba is for classification models, not task {self.name}")
+
+    def stream(self, module: nn.Module, prompt: str, **options: Any) -> Iterator[str]:
+        """Generated text piece by piece."""
+        raise DataError(self.wrong_verb("generate"))
+
+    def wrong_verb(self, verb: str) -> str:
+        right = self.verbs[0]
+        return (
+            f"{verb} is not for task {self.name}; {self.recipe.name} is a {self.name} model: "
+            f"use `tensorsmith {right}`"
+        )

@@ -1,0 +1,129 @@
+"""One training run: a prepared task in, a trained module and its run record out.
+
+No per-task branches: the task gives the data feed, the sizes and the loss; the architecture
+registry builds the module; the one ``Trainer`` runs it. ``initial`` weights (a fine-tune's
+starting point) load by name where names and shapes match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from tensorsmith.models import build_model
+from tensorsmith.tasks import Prepared, Task
+from tensorsmith.training.callbacks import CheckpointSchedule, EarlyStopping
+from tensorsmith.training.hardware import hardware, library_versions, peak_memory_bytes
+from tensorsmith.training.mfu import peak_flops
+from tensorsmith.training.progress import Progress
+from tensorsmith.training.state import Callback
+from tensorsmith.training.trainer import Evaluate, FitResult, Trainer
+
+__all__ = ["Trained", "train_module"]
+
+
+@dataclass
+class Trained:
+    module: nn.Module
+    fit: FitResult
+    record: dict[str, Any]  # what the run measured, for run.json
+
+
+def _parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())  # a tied tensor is yielded once
+
+
+def _flops_per_sample(module: nn.Module, tokens_per_sample: int) -> float:
+    """Training FLOPs per sample: the model's own count (transformers), else 6 per parameter."""
+    per_token = getattr(module, "flops_per_token", None)
+    if callable(per_token):
+        return float(per_token()) * tokens_per_sample
+    return 6.0 * _parameters(module)
+
+
+def _callbacks(
+    task: Task,
+    feed: Any,
+    console: Console,
+    monitor_mode: str | None,
+    flops_per_unit: float,
+    peak: float,
+) -> list[Callback]:
+    spec = task.recipe.train
+    callbacks: list[Callback] = []
+    es = spec.early_stopping
+    if es is not None and monitor_mode is not None:
+        callbacks.append(EarlyStopping(es.monitor, monitor_mode, es.patience, es.min_delta))
+    step_mode = feed.unit == "step"
+    callbacks.append(
+        CheckpointSchedule(spec.checkpoint_every, spec.checkpoint_seconds, per_step=step_mode)
+    )
+    rate_unit = "tokens" if feed.tokens_per_sample > 1 else "samples"
+    log_every = int(getattr(spec, "log_every", 1))
+    callbacks.append(
+        Progress(spec.length, feed.unit, log_every, rate_unit, flops_per_unit, peak, console.file)
+    )
+    return callbacks
+
+
+def train_module(
+    task: Task,
+    prepared: Prepared,
+    evaluate: Evaluate | None,
+    console: Console,
+    cache: Path,
+    resume: dict[str, Any] | None = None,
+    save: Callable[[dict[str, Any]], None] | None = None,
+    monitor_mode: str | None = None,
+    initial: dict[str, torch.Tensor] | None = None,
+) -> Trained:
+    """Build the module, train it with the task's loss, and measure the run."""
+    recipe, spec, feed = task.recipe, task.recipe.train, prepared.train
+    torch.manual_seed(spec.seed)
+    module = build_model(recipe.model, prepared.dims)
+    if initial is not None:
+        module.load_state_dict(initial, strict=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokens = int(feed.tokens_per_sample)
+    flops = _flops_per_sample(module, tokens)
+    measured = callable(getattr(module, "flops_per_token", None))
+    precision = "bf16" if spec.precision == "bf16" else "fp32"
+    peak = peak_flops(device, precision, cache) if measured else 0.0
+    callbacks = _callbacks(task, feed, console, monitor_mode, flops / tokens, peak)
+    trainer = Trainer(spec, callbacks, device, save)
+    groups_of = getattr(module, "optim_groups", None)
+    groups = groups_of(spec.optimizer.weight_decay) if callable(groups_of) else None
+    fit = trainer.fit(module, feed, task.loss(), evaluate, groups, resume)
+    module = module.cpu().eval()
+    rate = fit.samples / fit.train_seconds if fit.train_seconds > 0 else 0.0
+    record: dict[str, Any] = {
+        "train_seconds": fit.train_seconds,
+        "steps": fit.steps,
+        "epochs": fit.epochs,
+        "samples_per_second": rate,
+        "flops_per_second": rate * flops,
+        "parameters": _parameters(module),
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "precision": spec.precision,
+        "stopped_early": fit.stopped_early,
+        "stop_reason": fit.stop_reason,
+        "best": fit.best_row,
+        "compiled": fit.compiled,
+        "notes": fit.notes,
+        "hardware": hardware(device),
+        "versions": library_versions(),
+        "seed": spec.seed,
+    }
+    if tokens > 1:
+        record["tokens_per_second"] = rate * tokens
+        record["flops_per_token"] = flops / tokens
+    if peak:
+        record["peak_flops"] = peak
+        record["mfu"] = rate * flops / peak
+    return Trained(module, fit, record)
