@@ -27,6 +27,7 @@ from tensorsmith.data.loading import StepFeed, Windows
 from tensorsmith.data.tokenizer import TextTokenizer
 from tensorsmith.models.gpt import GPT, GPTConfig
 from tensorsmith.recipe import parse_recipe
+from tensorsmith.tasks.generation import single_threaded, text_pieces
 from tensorsmith.training.hardware import cpu_name
 from tensorsmith.training.mfu import measure_matmul_flops
 from tensorsmith.training.state import Callback, TrainControl, TrainState
@@ -176,6 +177,23 @@ def generation(vocab: int) -> tuple[float, float, bool]:
     return times[0], times[1], outs[0] == outs[1]
 
 
+def generation_length(tok: TextTokenizer) -> list[tuple[int, float]]:
+    """Tokens per second of text generation (sampling, decoding, stop-string scan) by length,
+    through the same path as `tensorsmith generate`: it must stay flat as the text grows."""
+    cfg = CONFIGS["tiny"]
+    torch.manual_seed(0)
+    model = gpt(tok.vocab_size, cfg).eval()
+    prompt = torch.tensor([tok.encode("ROMEO.")])
+    rates = []
+    for n in (500, 2000, 8000):
+        tokens = model.generate_tokens(prompt, n, 0.8, 40, None, torch.Generator().manual_seed(0))
+        start = time.perf_counter()
+        text = "".join(text_pieces(tok, single_threaded(tokens, True), ["<never>"]))
+        rates.append((n, n / (time.perf_counter() - start)))
+        assert text
+    return rates
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -192,7 +210,13 @@ def main() -> None:
     parser.add_argument("--tiny-steps", type=int, default=200)
     parser.add_argument("--small-steps", type=int, default=30)
     parser.add_argument("--compile", action="store_true", help="also try torch.compile")
+    parser.add_argument(
+        "--generation-only", action="store_true", help="only the generation measurements"
+    )
     args = parser.parse_args()
+    if args.generation_only:
+        report_generation(char_tokenizer())
+        return
     threads = torch.get_num_threads()
     peaks = {p: measure_matmul_flops(p) for p in ("fp32", "bf16")}
     print(f"CPU: {cpu_name()}")
@@ -289,12 +313,29 @@ def main() -> None:
             f"| {name} | {precision} | {ours:,.0f} | {base:,.0f} | "
             f"{ours / base:.2f}x | {mfu32:.1%} | {mfu16:.1%} |"
         )
+    report_generation(tok)
+
+
+def char_tokenizer() -> TextTokenizer:
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(PLAYS.glob("*.txt")))
+    return TextTokenizer.train("char", [text[: len(text) - len(text) // 10]])
+
+
+def report_generation(tok: TextTokenizer) -> None:
+    vocab = tok.vocab_size
     cached, full, same = generation(vocab)
     print(
         f"\ngeneration, small model, 256 new tokens (greedy, 1 thread): KV cache {cached:.2f} s, "
         f"full recompute "
         f"{full:.2f} s, speed-up {full / cached:.1f}x (goal ≥ 5x), identical "
         f"tokens: {same}"
+    )
+    rates = generation_length(tok)
+    shown = ", ".join(f"{n:,} tokens {rate:,.0f} tok/s" for n, rate in rates)
+    print(
+        f"generation speed by length, tiny model, sampling + decoding + stop scan (1 thread): "
+        f"{shown}; {rates[-1][0]:,} vs {rates[0][0]:,}: {rates[-1][1] / rates[0][1]:.2f}x "
+        "(goal ≥ 0.8x)"
     )
 
 

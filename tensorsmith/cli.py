@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -104,13 +105,20 @@ def train(
     recipe: Path,
     set_: Sets = None,
     store: Store = None,
-    resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="continue the newest interrupted run of the recipe's name; "
+            "`--resume RUN_ID` continues that run"
+        ),
+    ] = False,
+    run_id: Annotated[str | None, typer.Option("--run-id", hidden=True)] = None,
     debug: Debug = False,
 ) -> None:
     """Train RECIPE and store the model as a new version."""
     from tensorsmith import api
 
-    api.train(recipe, set_, store=store, resume=resume, console=out)
+    api.train(recipe, set_, store=store, resume=run_id or resume, console=out)
 
 
 @app.command()
@@ -142,6 +150,8 @@ def predict(
     from tensorsmith import api
 
     result = api.predict(model, data, out_file, store)
+    for note in result.attrs.get("notes", []):
+        err.print(f"warning: {note}", markup=False, soft_wrap=True)
     if out_file is None:
         sys.stdout.write(result.to_csv(index=False))
     else:
@@ -204,18 +214,39 @@ def models(
     if not rows:
         out.print("no models yet; train one with `tensorsmith train RECIPE`")
         return
+    columns = ["name", "version", "task", "arch", "metric", "gate", "date"]
+    if any(row["status"] != "ok" for row in rows):
+        columns.append("status")
     table = Table()
-    for col in ("name", "version", "task", "arch", "metric", "gate", "date"):
+    for col in columns:
         table.add_column(col, justify="right" if col == "version" else "left")
     for row in rows:
-        table.add_row(
-            *(str(row[c]) for c in ("name", "version", "task", "arch", "metric", "gate", "date"))
-        )
+        table.add_row(*(str(row[c]) for c in columns))
     out.print(table)
 
 
+def _resume_argument(argv: list[str]) -> list[str]:
+    """``--resume RUN_ID`` → ``--resume --run-id RUN_ID`` (a flag that may take a value)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--resume="):
+            out += ["--resume", "--run-id", arg.split("=", 1)[1]]
+        elif arg == "--resume" and i + 1 < len(argv) and RUN_ID.match(argv[i + 1]):
+            out += ["--resume", "--run-id", argv[i + 1]]
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")  # training/checkpoints.py names runs so
+
+
 def main() -> None:
-    app()
+    app(args=_resume_argument(sys.argv[1:]), prog_name="tensorsmith")
 
 
 if __name__ == "__main__":

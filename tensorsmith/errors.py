@@ -18,6 +18,7 @@ __all__ = [
     "TensorsmithError",
     "TrainingError",
     "did_you_mean",
+    "listing",
     "shorten",
 ]
 
@@ -67,3 +68,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters with an ellipsis: error messages stay bounded."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def listing(names: Iterable[object], limit: int = 20) -> str:
+    """``a, b, c`` — or the first ``limit`` and how many there are in all."""
+    items = [str(n) for n in names]
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f", … ({len(items)} in all)"

@@ -54,6 +54,12 @@ def run_cli(
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def find_checkpoint(store: Path, name: str) -> Path:
+    """The checkpoint of the (one) run of ``name`` in ``store``, or a path that does not exist."""
+    found = sorted((store / ".checkpoints" / name).glob("*/checkpoint.pt"))
+    return found[0] if found else store / ".checkpoints" / name / "none" / "checkpoint.pt"
+
+
 def example_recipes() -> list[Path]:
     """Every recipe YAML under examples/ (globbed, never a hard-coded list)."""
     return sorted(EXAMPLES.glob("**/*.yaml"))

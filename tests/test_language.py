@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import EXAMPLES, run_cli
+from conftest import EXAMPLES, find_checkpoint, run_cli
 from safetensors.torch import load_file
 
 import tensorsmith
@@ -78,14 +78,21 @@ def start_training(recipe: Path, store: Path, *extra: str) -> subprocess.Popen[b
     )
 
 
-def kill_after_first_checkpoint(proc: subprocess.Popen[bytes], checkpoint: Path) -> None:
+def kill_after_first_checkpoint(proc: subprocess.Popen[bytes], store: Path) -> Path:
+    """SIGKILL the training as soon as it wrote a checkpoint; return the checkpoint."""
     deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+    while (
+        not find_checkpoint(store, "poems").exists()
+        and time.time() < deadline
+        and proc.poll() is None
+    ):
         time.sleep(0.02)
     alive = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    checkpoint = find_checkpoint(store, "poems")
     assert alive and checkpoint.exists(), "the run ended (or never checkpointed) before the kill"
+    return checkpoint
 
 
 def check_artifact(version: Path, steps: list[int]) -> dict[str, float]:
@@ -254,8 +261,7 @@ def test_kill_and_resume_gives_the_same_curve(tmp_path: Path) -> None:
         model__dropout=0.1,  # dropout draws random numbers: the RNG state must resume too
     )
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    checkpoint = killed / ".checkpoints" / "poems" / "checkpoint.pt"
-    kill_after_first_checkpoint(start_training(recipe, killed), checkpoint)
+    checkpoint = kill_after_first_checkpoint(start_training(recipe, killed), killed)
     assert not (killed / "poems" / "1").exists()
     at = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["step"])
     assert 20 <= at < 200
@@ -282,8 +288,7 @@ def test_kill_and_resume_gives_the_same_curve(tmp_path: Path) -> None:
 def test_resume_with_a_changed_shape_is_refused(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, train__max_steps=2000, train__checkpoint_every=5)
     store = tmp_path / "store"
-    checkpoint = store / ".checkpoints" / "poems" / "checkpoint.pt"
-    kill_after_first_checkpoint(start_training(recipe, store), checkpoint)
+    checkpoint = kill_after_first_checkpoint(start_training(recipe, store), store)
     code, _, err = cli("train", recipe, "--resume", "--set", "model.n_embd=64", store=store)
     assert code == 1, err
     assert "model.n_embd" in err and "Traceback" not in err

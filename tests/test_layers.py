@@ -34,8 +34,8 @@ LAYERS: dict[str, int] = {
     "serving": 5,
     "api": 6,
     "cli": 7,
-    "__main__": 7,
-    "__init__": 8,  # the public face: may import api and errors
+    "__main__": 8,  # `python -m tensorsmith`: runs the CLI
+    "__init__": 9,  # the public face: may import api and errors
 }
 # L0 is one layer of three modules: errors and registry are its floor (every module may raise
 # the package's errors and keep a registry); recipe uses both
@@ -130,7 +130,7 @@ def test_every_module_is_scanned() -> None:
     for expected in (
         "tensorsmith.recipe.parse",
         "tensorsmith.tasks.predictor",
-        "tensorsmith.api",
+        "tensorsmith.api.training",
         "tensorsmith.cli",
         "tensorsmith.training.trainer",
         "tensorsmith.models.mlp",
@@ -208,7 +208,7 @@ def test_module_and_function_sizes() -> None:
     ]
     assert not long_modules, long_modules
     watched = [p for p in _modules() if p.relative_to(PACKAGE).parts[0] in ("tasks", "training")]
-    watched.append(PACKAGE / "api.py")
+    watched += sorted((PACKAGE / "api").glob("*.py"))
     long_functions = []
     for path in watched:
         tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import find_checkpoint
 from rich.console import Console
 from safetensors.torch import load_file
 
@@ -82,7 +83,7 @@ def _history(store: Path, version: int = 1) -> list[dict[str, str]]:
 
 
 def _checkpoint(store: Path) -> Path:
-    return store / ".checkpoints" / NAME / "checkpoint.pt"
+    return find_checkpoint(store, NAME)
 
 
 def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -138,8 +139,7 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]
     )
     try:
         deadline = time.monotonic() + 180
-        checkpoint = _checkpoint(killed_store)
-        while not checkpoint.exists():
+        while not _checkpoint(killed_store).exists():
             if victim.poll() is not None:
                 pytest.fail(
                     f"the run ended (exit {victim.returncode}) before writing a checkpoint; "

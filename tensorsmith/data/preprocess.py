@@ -6,15 +6,19 @@ Fitted state lives in attributes ending in ``_`` (scikit-learn's habit) and roun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tensorsmith.errors import DataError
+from tensorsmith.errors import DataError, listing
 
-__all__ = ["Encoded", "Preprocessor", "infer_type", "row_list"]
+__all__ = ["Encoded", "Preprocessor", "describe_issues", "infer_type", "non_numbers", "row_list"]
+
+# a text column whose values are numbers but for a few (a "?" among 500 numbers) is a number
+# column with those cells missing; more than this share of non-numbers makes it a category
+MOSTLY_NUMERIC = 0.05
 
 _TRUE = {"yes", "true", "y", "t", "1", "1.0"}
 _FALSE = {"no", "false", "n", "f", "0", "0.0"}
@@ -33,11 +37,26 @@ def infer_type(series: pd.Series) -> str:
     numeric = pd.to_numeric(values, errors="coerce")
     if len(values) and numeric.notna().all():
         return "number"
+    if len(values) >= 20 and numeric.isna().mean() <= MOSTLY_NUMERIC:
+        return "number"
     text = values.astype(str)
     many = values.nunique() > max(50, 0.5 * len(values))
     if many and (text.str.len().mean() > 20 or text.str.contains(" ").mean() > 0.5):
         return "text"
     return "category"
+
+
+def non_numbers(col: pd.Series) -> pd.Series:
+    """True where a cell holds something that is not a number (missing cells are not)."""
+    return pd.to_numeric(col, errors="coerce").isna() & col.notna()
+
+
+def describe_issues(issues: dict[str, dict[str, int]]) -> list[str]:
+    """One line per column of the values that preprocessing could not take as they were."""
+    return [
+        f"column '{name}': " + ", ".join(f"{n} {what}" for what, n in kinds.items())
+        for name, kinds in issues.items()
+    ]
 
 
 def row_list(mask: np.ndarray | pd.Series) -> str:
@@ -47,6 +66,12 @@ def row_list(mask: np.ndarray | pd.Series) -> str:
     shown = ", ".join(str(i) for i in idx[:10])
     more = f" and {len(idx) - 10} more" if len(idx) > 10 else ""
     return f"{shown}{more}"
+
+
+def _count(issues: dict[str, dict[str, int]], column: str, what: str, mask: Any) -> None:
+    n = int(np.asarray(mask, dtype=bool).sum())
+    if n:
+        issues.setdefault(column, {})[what] = n
 
 
 def _binary_codes(series: pd.Series) -> pd.Series:
@@ -67,6 +92,8 @@ class Encoded:
     x: np.ndarray  # (N, D) float32
     cat: np.ndarray | None  # (N, C) int64, 0 = unknown category
     y: np.ndarray | None  # (N,) float32 (regression, scaled) or int64 (class index)
+    # column → {what: count} of values that could not be used as given (imputed, or unseen)
+    issues: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Preprocessor:
@@ -158,6 +185,7 @@ class Preprocessor:
                 f"{values.abs().max():.3g}) in rows {row_list(huge)}; rescale the column, or set "
                 f"data.transforms.{name}: log"
             )
+        raw = pd.to_numeric(col, errors="coerce")
         return {
             "name": name,
             "type": "number",
@@ -165,6 +193,8 @@ class Preprocessor:
             "missing_indicator": bool(values.isna().any()),
             "center": center,
             "scale": spread if spread > 0 else 1.0,
+            "min": float(raw.min()),  # the training range, to say when an input is far outside
+            "max": float(raw.max()),
         }
 
     def _fit_target(self, col: pd.Series) -> dict[str, Any]:
@@ -179,11 +209,19 @@ class Preprocessor:
         y = self._regression_values(col)
         if self.target_transform == "log":
             y = np.log(y)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = float(y.mean()), float(y.std())
+        if not (np.isfinite(mean) and np.isfinite(std)):
+            raise DataError(
+                f"target '{self.target}' has values too large to scale (largest "
+                f"{np.abs(y).max():.3g}); rescale it (for example to thousands), or set "
+                "data.target_transform: log"
+            )
         return {
             "name": self.target,
             "transform": self.target_transform,
-            "mean": float(y.mean()),
-            "std": float(y.std()) or 1.0,
+            "mean": mean,
+            "std": std or 1.0,
         }
 
     def _regression_values(self, col: pd.Series) -> np.ndarray:
@@ -228,22 +266,20 @@ class Preprocessor:
         n = len(df)
         blocks: list[np.ndarray] = []
         cats: list[np.ndarray] = []
+        issues: dict[str, dict[str, int]] = {}
         for c in self.columns_:
             col = df[c["name"]]
             if c["type"] == "number":
-                values = self._numbers(c["name"], col, fitting=False).to_numpy(dtype=float)
-                values = np.where(np.isinf(values), np.nan, values)
-                missing = np.isnan(values)
-                values = (np.where(missing, c["fill"], values) - c["center"]) / c["scale"]
-                blocks.append(values[:, None])
-                if c["missing_indicator"]:
-                    blocks.append(missing[:, None].astype(float))
+                blocks += self._number_block(c, col, issues)
             elif c["type"] == "binary":
-                blocks.append(_binary_codes(col).fillna(c["fill"]).to_numpy(dtype=float)[:, None])
+                codes = _binary_codes(col)
+                _count(issues, c["name"], "values not yes/no (imputed)", codes.isna() & col.notna())
+                blocks.append(codes.fillna(c["fill"]).to_numpy(dtype=float)[:, None])
             else:
                 values = col.astype(object).where(col.notna(), c["fill"]).astype(str)
                 lookup = {v: i + 1 for i, v in enumerate(c["categories"])}
                 idx = values.map(lookup).fillna(0).to_numpy(dtype=np.int64)  # 0 = unseen
+                _count(issues, c["name"], "categories not seen in training", idx == 0)
                 if self.categorical == "embedding":
                     cats.append(idx)
                 else:
@@ -253,7 +289,39 @@ class Preprocessor:
         x = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
         cat = np.stack(cats, axis=1) if cats else None
         y = self.encode_target(df[self.target]) if with_target else None
-        return Encoded(x.astype(np.float32), cat, y)
+        return Encoded(x.astype(np.float32), cat, y, issues)
+
+    def _number_block(
+        self, c: dict[str, Any], col: pd.Series, issues: dict[str, dict[str, int]]
+    ) -> list[np.ndarray]:
+        """The scaled column (and its missing indicator), counting values it could not take."""
+        name = c["name"]
+        raw = pd.to_numeric(col, errors="coerce")
+        _count(issues, name, "values that are not numbers (imputed)", raw.isna() & col.notna())
+        values = self._numbers(name, col, fitting=False).to_numpy(dtype=float)
+        values = np.where(np.isinf(values), np.nan, values)
+        missing = np.isnan(values)
+        if self.transforms.get(name):
+            _count(
+                issues,
+                name,
+                f"values {self.transforms[name]} cannot take (imputed)",
+                missing & raw.notna(),
+            )
+        if "min" in c:
+            span = max(c["max"] - c["min"], 1e-12)
+            far = (raw < c["min"] - span) | (raw > c["max"] + span)
+            _count(
+                issues,
+                name,
+                f"values far outside the training range [{c['min']:.4g}, {c['max']:.4g}]",
+                far,
+            )
+        values = (np.where(missing, c["fill"], values) - c["center"]) / c["scale"]
+        block = [values[:, None]]
+        if c["missing_indicator"]:
+            block.append(missing[:, None].astype(float))
+        return block
 
     def encode_target(self, col: pd.Series) -> np.ndarray:
         if self.target_kind == "label":
@@ -263,8 +331,8 @@ class Preprocessor:
                 unknown = sorted(col[idx.isna()].astype(str).unique().tolist())[:5]
                 raise DataError(
                     f"target '{self.target}' has labels the model was not trained on: "
-                    f"{', '.join(unknown)} (rows {row_list(idx.isna())}); known: "
-                    f"{', '.join(self.target_['classes'])}"
+                    f"{listing(unknown)} (rows {row_list(idx.isna())}); known: "
+                    f"{listing(self.target_['classes'])}"
                 )
             return idx.to_numpy(dtype=np.int64)
         y = self._regression_values(col)

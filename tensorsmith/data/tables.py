@@ -3,12 +3,13 @@ can act on."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tensorsmith.errors import DataError, did_you_mean
+from tensorsmith.errors import DataError, did_you_mean, listing, shorten
 
 __all__ = ["TABLE_FORMATS", "check_columns", "read_table", "table_format", "write_table"]
 
@@ -71,11 +72,49 @@ def read_table(path: str | Path, as_text: bool = False) -> pd.DataFrame:
         raise DataError(f"{p.name} is not a readable {kind.upper()} table: {exc}") from None
     if df.empty or len(df.columns) == 0:
         raise DataError(f"data file {p} has no data rows; it needs a header and at least one row")
+    names = _header(p, kind) if kind in ("csv", "tsv") else [str(c) for c in df.columns]
+    _check_names(names, p.name)
     df.columns = [str(c).strip() for c in df.columns]
     unnamed = [c for c in df.columns if c.startswith("Unnamed: ")]
     if kind in ("csv", "tsv") and len(unnamed) == len(df.columns):
         raise DataError(f"{p.name} does not look like a table: its header row has no names")
+    _check_cells(df, p.name)
     return df
+
+
+def _header(path: Path, kind: str) -> list[str]:
+    """The header row as written: pandas renames a repeated name ``a`` to ``a.1``."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return next(csv.reader(f, delimiter="\t" if kind == "tsv" else ","), [])
+    except (UnicodeDecodeError, csv.Error):
+        return []
+
+
+def _check_names(names: list[str], file: str) -> None:
+    stripped = [n.strip() for n in names]
+    repeated = sorted({n for n in stripped if n and stripped.count(n) > 1})
+    if repeated:
+        shown = ", ".join(f"'{shorten(n, 40)}'" for n in repeated[:10])
+        raise DataError(
+            f"{file} has columns with the same name: {shown}; every column needs its own name "
+            "(a second copy would be read as another feature): rename or drop the copies"
+        )
+
+
+def _check_cells(df: pd.DataFrame, file: str) -> None:
+    """One value per cell: nested JSON objects or lists are refused, naming column and row."""
+    for column in df.columns:
+        if df[column].dtype != object:
+            continue
+        nested = df[column].map(lambda v: isinstance(v, dict | list))
+        if nested.any():
+            row = int(nested.to_numpy().argmax()) + 1
+            value = shorten(repr(df[column].iloc[row - 1]), 60)
+            raise DataError(
+                f"column '{column}' of {file} holds nested values (row {row}: {value}); a table "
+                "needs one value per cell: flatten it first (for example pandas.json_normalize)"
+            )
 
 
 def check_columns(df: pd.DataFrame, wanted: list[str], where: str, file: str) -> None:
@@ -83,9 +122,9 @@ def check_columns(df: pd.DataFrame, wanted: list[str], where: str, file: str) ->
     missing = [c for c in wanted if c not in df.columns]
     if not missing:
         return
-    columns = ", ".join(map(str, df.columns))
+    columns = listing(df.columns)
     hint = did_you_mean(missing[0], [str(c) for c in df.columns])
-    names = ", ".join(f"'{m}'" for m in missing)
+    names = listing(f"'{shorten(m, 40)}'" for m in missing)
     noun = "column" if len(missing) == 1 else "columns"
     raise DataError(f"{noun} {names} ({where}) not in {file}; columns are: {columns}{hint}")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tensorsmith.data.preprocess import Encoded, Preprocessor, infer_type, row_list
+from tensorsmith.data.preprocess import Encoded, Preprocessor, infer_type, non_numbers, row_list
 from tensorsmith.data.tables import check_columns, read_table
-from tensorsmith.errors import DataError
+from tensorsmith.errors import DataError, shorten
 from tensorsmith.recipe import SplitSpec, TableData
 
 __all__ = [
@@ -32,6 +32,7 @@ class TabularData:
     preprocessor: Preprocessor
     encoded: dict[str, Encoded]
     dropped_text: list[str]
+    notes: list[str]
 
 
 def resolve_types(df: pd.DataFrame, features: list[str], given: dict[str, str]) -> dict[str, str]:
@@ -96,7 +97,8 @@ def split_frame(
             a, b = train_test_split(frame, test_size=fraction, random_state=seed, stratify=labels)
         except ValueError as exc:
             raise DataError(
-                f"cannot split {len(frame)} rows with data.split fractions: {exc}"
+                f"cannot split {len(frame)} rows with data.split fractions: "
+                f"{shorten(str(exc), 200)}"
             ) from None
         return a, b
 
@@ -147,6 +149,7 @@ def load_tabular(
     if target in features:
         raise DataError(f"data.features lists the target '{target}'; remove it from the features")
     types = resolve_types(df, features, dict(data.types))
+    notes = _dirty_numbers(frames, [f for f in features if types[f] == "number"], data.strict)
     dropped = [f for f, t in types.items() if t == "text"]
     features = [f for f in features if types[f] != "text"]
     if not features:
@@ -174,4 +177,29 @@ def load_tabular(
             f"columns {', '.join(names)} overflow after scaling (values too large); "
             "rescale them, or set data.scale: minmax"
         )
-    return TabularData(frames, prep, encoded, dropped)
+    return TabularData(frames, prep, encoded, dropped, notes)
+
+
+def _dirty_numbers(frames: dict[str, pd.DataFrame], columns: list[str], strict: bool) -> list[str]:
+    """Number columns with a few cells that are not numbers: said (or refused when strict)."""
+    table = pd.concat([f for f in frames.values() if len(f)])
+    notes = []
+    for column in columns:
+        bad = non_numbers(table[column])
+        if not bad.any():
+            continue
+        shown = ", ".join(repr(v) for v in table[column][bad].astype(str).unique()[:5])
+        what = (
+            f"column '{column}' is numeric but for {int(bad.sum())} cells ({shown}) in rows "
+            f"{row_list(bad)}"
+        )
+        if strict:
+            raise DataError(
+                f"{what}; data.strict is true: clean those cells, or set "
+                f"data.types.{column}: category"
+            )
+        notes.append(
+            f"warning: {what}: read as missing and imputed; set data.strict: true to refuse "
+            "such data"
+        )
+    return notes

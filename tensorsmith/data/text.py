@@ -23,13 +23,14 @@ from typing import Literal
 import numpy as np
 
 from tensorsmith.data.tables import TABLE_FORMATS, read_table
-from tensorsmith.errors import DataError, did_you_mean
+from tensorsmith.errors import DataError, did_you_mean, listing
 
 __all__ = [
     "END_OF_TEXT",
     "DataWarning",
     "Document",
     "load_corpus",
+    "resolve_sources",
     "split_corpus",
 ]
 
@@ -58,7 +59,7 @@ def load_corpus(source: str, base_dir: Path, text_column: str | None = None) -> 
     Files that are binary or not UTF-8 are skipped and named in a :class:`DataWarning`. Raises
     :class:`DataError` when nothing matches, when every file was skipped, or when no text is left.
     """
-    paths = _resolve(source, base_dir)
+    paths = resolve_sources(source, base_dir)
     docs: list[Document] = []
     skipped: list[str] = []
     for path in paths:
@@ -75,14 +76,14 @@ def load_corpus(source: str, base_dir: Path, text_column: str | None = None) -> 
 
     if skipped and len(skipped) == len(paths):
         raise DataError(
-            f"no readable text in {source!r}: every file was skipped: {', '.join(skipped)}; "
+            f"no readable text in {source!r}: every file was skipped: {listing(skipped, 10)}; "
             "expected UTF-8 text files; convert the files to UTF-8 text or point data.source "
             "at text files"
         )
     if skipped:
         warnings.warn(
             f"skipped {len(skipped)} of {len(paths)} files of {source!r} that are not UTF-8 "
-            f"text: {', '.join(skipped)}; convert them to UTF-8 or leave them out of the source",
+            f"text: {listing(skipped, 10)}; convert them to UTF-8 or leave them out of the source",
             DataWarning,
             stacklevel=2,
         )
@@ -162,7 +163,7 @@ def _held_out_documents(docs: Sequence[Document], fraction: float, seed: int) ->
     return {int(i) for i in order[:n_valid]}
 
 
-def _resolve(source: str, base_dir: Path) -> list[Path]:
+def resolve_sources(source: str, base_dir: Path) -> list[Path]:
     """Return the files that ``source`` names, sorted; DataError when it names none."""
     # abspath normalizes '..' without touching the disk, so it keeps a glob's wildcards intact.
     pattern = Path(os.path.abspath(Path(base_dir) / Path(source).expanduser()))
@@ -238,7 +239,7 @@ def _read_table(
         what = f"column {column!r} is not in" if column else "no text column given for"
         raise DataError(
             f"{what} {name}{did_you_mean(column or '', columns)}; columns are: "
-            f"{', '.join(columns)}; set data.text_column to the column that holds the text"
+            f"{listing(columns)}; set data.text_column to the column that holds the text"
         )
     rows: list[tuple[int, str]] = []
     for i, value in enumerate(frame[column].tolist()):

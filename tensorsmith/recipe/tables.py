@@ -31,6 +31,7 @@ class TableData(DataSpec):
     scale: Literal["standard", "minmax", "none"] = "standard"
     categorical: Literal["onehot", "embedding"] = "onehot"
     transforms: dict[str, Literal["log", "log1p"]] = Field(default_factory=dict)  # number columns
+    strict: bool = False  # refuse number columns with a few non-numbers (else: missing, said)
 
 
 class RegressionData(TableData):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from safetensors.torch import save_model
 from torch import nn
 
 from tensorsmith.errors import ModelNotFoundError, StoreError, did_you_mean
+from tensorsmith.tasks.files import damaged, read_json_file
 from tensorsmith.tasks.predictor import FORMAT
 
 __all__ = [
@@ -112,13 +114,31 @@ def new_version(root: Path, name: str) -> Iterator[tuple[int, Path]]:
         yield version, tmp
         final = folder / str(version)
         os.rename(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StoreError(
+            f"cannot write version {version} of '{name}' into {folder} ({exc.strerror or exc}); "
+            "nothing was stored: free disk space or pass --store DIR, then train again"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    """Strict JSON: a NaN or infinite number (a metric undefined on one row) is written as null."""
+    text = json.dumps(_finite(data), indent=2, default=_jsonable, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:
@@ -195,7 +215,7 @@ def write_version(root: Path, name: str, contents: Contents) -> tuple[int, Path]
 def resolve(ref: str, root: Path) -> Path:
     """``NAME`` (latest), ``NAME@N``, or the path of a version directory."""
     as_path = Path(ref)
-    if (as_path / "model.safetensors").is_file():
+    if (as_path / "config.json").is_file() or (as_path / "model.safetensors").is_file():
         return as_path
     name, _, version = ref.partition("@")
     names = (
@@ -219,35 +239,41 @@ def resolve(ref: str, root: Path) -> Path:
     return root / name / version
 
 
+def _version_row(name: str, version: int, path: Path) -> dict[str, Any]:
+    """What ``tensorsmith models`` shows of one version; a damaged one is marked, not hidden."""
+    row: dict[str, Any] = {"name": name, "version": version, "path": str(path), "status": "ok"}
+    row.update(task="", arch="", metric="", gate="", date="")
+    try:
+        config = read_json_file(path / "config.json")
+        run = read_json_file(path / "run.json")
+        metrics = read_json_file(path / "metrics.json")
+        for needed in ("recipe.yaml", str(config.get("weights", "model.safetensors"))):
+            if not (path / needed).is_file():
+                raise damaged(path / needed, "is missing")
+    except (StoreError, AttributeError) as exc:
+        row["status"] = "damaged: " + str(exc).split(": ", 1)[-1].split(";")[0]
+        return row
+    key = run.get("key_metric", "")
+    split = "test" if metrics.get("test") else "valid"
+    value = metrics.get(split, {}).get(key)
+    gate = run.get("gate")
+    row.update(
+        task=config.get("task", ""),
+        arch=config.get("arch", ""),
+        metric=f"{split} {key} {value:.4g}" if isinstance(value, float) else "",
+        gate="" if not gate else ("passed" if gate.get("passed") else "failed"),
+        date=str(run.get("finished_at", ""))[:19].replace("T", " "),
+    )
+    return row
+
+
 def list_models(root: Path, name: str | None = None) -> list[dict[str, Any]]:
-    """One row per stored version: name, version, task, arch, key metric, gate, date."""
-    rows: list[dict[str, Any]] = []
+    """One row per stored version: name, version, task, arch, key metric, gate, date, status."""
     if not root.is_dir():
-        return rows
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if name is not None and folder.name != name:
-            continue
-        for version in _versions(folder):
-            path = folder / str(version)
-            try:
-                run = read_json(path / "run.json")
-                metrics = read_json(path / "metrics.json")
-            except (OSError, ValueError):
-                continue
-            key = run.get("key_metric", "")
-            split = "test" if metrics.get("test") else "valid"
-            value = metrics.get(split, {}).get(key)
-            gate = run.get("gate")
-            rows.append(
-                {
-                    "name": folder.name,
-                    "version": version,
-                    "task": run.get("task", ""),
-                    "arch": run.get("arch", ""),
-                    "metric": f"{split} {key} {value:.4g}" if isinstance(value, float) else "",
-                    "gate": "" if not gate else ("passed" if gate.get("passed") else "failed"),
-                    "date": str(run.get("finished_at", ""))[:19].replace("T", " "),
-                    "path": str(path),
-                }
-            )
-    return rows
+        return []
+    return [
+        _version_row(folder.name, version, folder / str(version))
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        if name is None or folder.name == name
+        for version in _versions(folder)
+    ]

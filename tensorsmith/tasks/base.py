@@ -59,6 +59,7 @@ class Prepared:
     sizes: dict[str, int]  # rows or tokens of each split, for run.json and the card
     size_unit: str = "rows"
     notes: list[str] = field(default_factory=list)
+    split_digests: dict[str, str] = field(default_factory=dict)  # which rows (or text) each held
 
 
 class Task(ABC):
@@ -89,6 +90,10 @@ class Task(ABC):
     @abstractmethod
     def prepare(self, cache: Path, console: Console) -> Prepared:
         """Read the recipe's data, split it, fit the preprocessing on train, build the feed."""
+
+    @abstractmethod
+    def data_files(self) -> list[Path]:
+        """The files the recipe's data comes from (for the fingerprint in ``data.json``)."""
 
     @abstractmethod
     def read_splits(self) -> dict[str, Any]:

@@ -73,10 +73,10 @@ class ClassificationTask(TableTask):
     def predict_proba(self, module: nn.Module, records: pd.DataFrame) -> np.ndarray:
         return probabilities(self._scores(module, self.encode(records, with_target=False)))
 
-    def predict(self, module: nn.Module, records: pd.DataFrame) -> pd.DataFrame:
-        proba = self.predict_proba(module, records)
+    def _decode(self, scores: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        proba = probabilities(scores)
         classes = self.preprocessor.classes
-        out = pd.DataFrame(index=records.index)
+        out = pd.DataFrame(index=index)
         out[f"{self.preprocessor.target}_predicted"] = [classes[i] for i in proba.argmax(axis=1)]
         for i, c in enumerate(classes):
             out[f"proba_{c}"] = proba[:, i]

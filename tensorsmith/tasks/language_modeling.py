@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
+from tensorsmith.data.fingerprint import digest_text
 from tensorsmith.data.loading import StepFeed, Windows
-from tensorsmith.data.text import load_corpus, split_corpus
+from tensorsmith.data.text import load_corpus, resolve_sources, split_corpus
 from tensorsmith.data.tokenizer import TOKENIZERS, TextTokenizer
 from tensorsmith.data.tokens import check_length, encode_to_cache, eval_batches, open_tokens
 from tensorsmith.errors import DataError
@@ -106,6 +107,9 @@ class LanguageModelingTask(Task):
 
     # ------------------------------------------------------------------ data
 
+    def data_files(self) -> list[Path]:
+        return resolve_sources(self.data_spec.source, self.recipe.base_dir)
+
     def read_splits(self) -> dict[str, str]:
         spec = self.data_spec
         with warnings.catch_warnings(record=True) as caught:
@@ -130,13 +134,14 @@ class LanguageModelingTask(Task):
         )
         valid = self.eval_split(texts["valid"])
         sizes = {"train": len(train_tokens), "valid": len(valid.tokens)}
-        notes = [*self._warnings]
+        notes = [f"warning: {w}" for w in self._warnings]
         notes.append(
             f"vocabulary {self.tokenizer.vocab_size} ({spec.tokenizer.kind}), "
             f"{sizes['train']:,} train and {sizes['valid']:,} valid tokens"
         )
         dims = {"vocab_size": self.tokenizer.vocab_size}
-        return Prepared(feed, {"valid": valid}, dims, sizes, "tokens", notes)
+        digests = {k: digest_text(v) for k, v in texts.items()}
+        return Prepared(feed, {"valid": valid}, dims, sizes, "tokens", notes, digests)
 
     def _tokens(self, text: str) -> np.ndarray:
         if self.cache is None:

@@ -41,6 +41,7 @@ class Predictor:
         config: dict[str, Any],
         run: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
     ) -> None:
         self.path = path
         self.recipe = recipe
@@ -49,6 +50,7 @@ class Predictor:
         self.config = config
         self.run = run or {}
         self.metrics = metrics or {}
+        self.data = data or {}  # data.json: the fingerprint of the data it was trained on
 
     @property
     def name(self) -> str:
@@ -70,9 +72,10 @@ class Predictor:
         task = TASKS.get(recipe.task).from_state(recipe, path)
         module = build_model(recipe.model, config.get("dims", {}))
         _load_weights(module, path / str(config.get("weights", "model.safetensors")))
-        run = read_json_file(path / "run.json") if (path / "run.json").is_file() else {}
-        metrics = read_json_file(path / "metrics.json") if (path / "metrics.json").is_file() else {}
-        return cls(path, recipe, task, module, config, run, metrics)
+        run, metrics, data = (
+            _optional(path / f) for f in ("run.json", "metrics.json", "data.json")
+        )
+        return cls(path, recipe, task, module, config, run, metrics, data)
 
     # ------------------------------------------------------------------ inference
 
@@ -91,6 +94,10 @@ class Predictor:
     def generate(self, prompt: str, max_new_tokens: int = 200, **options: Any) -> str:
         """The generated text as one string."""
         return "".join(self.stream(prompt, max_new_tokens=max_new_tokens, **options))
+
+
+def _optional(path: Path) -> dict[str, Any]:
+    return dict(read_json_file(path)) if path.is_file() else {}
 
 
 def _load_weights(module: nn.Module, path: Path) -> None:

@@ -37,12 +37,10 @@ class RegressionTask(TableTask):
             y_pred=prep.decode_regression(arrays["scores"][:, 0]),
         )
 
-    def predict(self, module: nn.Module, records: pd.DataFrame) -> pd.DataFrame:
-        scores = self._scores(module, self.encode(records, with_target=False))
-        out = pd.DataFrame(index=records.index)
-        out[f"{self.preprocessor.target}_predicted"] = self.preprocessor.decode_regression(
-            scores[:, 0]
-        )
+    def _decode(self, scores: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        out = pd.DataFrame(index=index)
+        prep = self.preprocessor
+        out[f"{prep.target}_predicted"] = prep.decode_regression(scores[:, 0])
         return out
 
     def plots(self, module: nn.Module, outputs: Outputs) -> dict[str, dict[str, Any]]:

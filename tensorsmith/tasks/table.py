@@ -17,8 +17,9 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from tensorsmith.data.fingerprint import digest_values
 from tensorsmith.data.loading import EpochFeed, Tensors, sequential
-from tensorsmith.data.preprocess import Encoded, Preprocessor
+from tensorsmith.data.preprocess import Encoded, Preprocessor, describe_issues
 from tensorsmith.data.tables import check_columns, read_table
 from tensorsmith.data.tabular import check_target, load_tabular, read_splits
 from tensorsmith.errors import DataError, StoreError
@@ -94,7 +95,7 @@ class TableTask(Task):
             self.data_spec, self.recipe.path, self.target_kind, self._target_transform()
         )
         self.preprocessor_ = data.preprocessor
-        notes = []
+        notes = list(data.notes)
         if data.dropped_text:
             notes.append(
                 f"text columns {', '.join(data.dropped_text)} are not used by "
@@ -121,7 +122,15 @@ class TableTask(Task):
         }
         self.train_frame_ = data.frames["train"]
         sizes = {k: len(v) for k, v in data.frames.items()}
-        return Prepared(feed, dict(splits), dims, sizes, "rows", notes)
+        digests = {k: digest_values(v.index) for k, v in data.frames.items()}
+        return Prepared(feed, dict(splits), dims, sizes, "rows", notes, digests)
+
+    def data_files(self) -> list[Path]:
+        split = self.data_spec.split
+        if split.train is None:
+            return [self.recipe.path(self.data_spec.source)]
+        names = (split.train, split.valid, split.test)
+        return [self.recipe.path(str(n)) for n in names if isinstance(n, str)]
 
     def read_splits(self) -> dict[str, pd.DataFrame]:
         return read_splits(self.data_spec, self.recipe.path, self.target_kind == "label")
@@ -190,6 +199,17 @@ class TableTask(Task):
         n = torch.tensor(y.shape[0])
         loss = self._loss_fn()(scores, y) * n
         return {"loss_sum": loss, "count": n, "scores": scores, "y": y}
+
+    def predict(self, module: nn.Module, records: pd.DataFrame) -> pd.DataFrame:
+        """Decoded predictions; ``attrs["notes"]`` says which input values preprocessing could
+        not take as given (text in a number column, values far outside the training range …)."""
+        enc = self.encode(records, with_target=False)
+        out = self._decode(self._scores(module, enc), records.index)
+        out.attrs["notes"] = describe_issues(enc.issues)
+        return out
+
+    def _decode(self, scores: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        raise NotImplementedError
 
     def _scores(self, module: nn.Module, enc: Encoded) -> np.ndarray:
         out = []

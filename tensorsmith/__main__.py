@@ -1,0 +1,5 @@
+"""`python -m tensorsmith` (and `torchrun -m tensorsmith`): the command line."""
+
+from tensorsmith.cli import main
+
+main()

@@ -1,0 +1,240 @@
+"""The ``train`` verb: a recipe through the task, the one training run, evaluation and the store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from tensorsmith.api.model import Model
+from tensorsmith.api.recipes import RecipeLike, validate
+from tensorsmith.data.fingerprint import fingerprint
+from tensorsmith.errors import RecipeError
+from tensorsmith.evaluation.evaluate import Evaluator
+from tensorsmith.evaluation.gate import GateResult, check_gate, parse_gate
+from tensorsmith.evaluation.metrics import MetricValue, monitor_mode
+from tensorsmith.evaluation.plots import draw_plots
+from tensorsmith.evaluation.report import format_gate, model_card, print_metrics
+from tensorsmith.recipe import Recipe, recipe_to_yaml
+from tensorsmith.store.artifact import (
+    Contents,
+    check_writable,
+    store_root,
+    write_version,
+)
+from tensorsmith.tasks import Prepared, Task, create_task
+from tensorsmith.tasks.predictor import Predictor
+from tensorsmith.training.checkpoints import Run, Runs, check_resumable
+from tensorsmith.training.run import Trained, train_module
+
+
+def _monitor(task: Task, prepared: Prepared) -> tuple[str | None, str | None]:
+    es = task.recipe.train.early_stopping
+    if es is None:
+        return None, None
+    if es.monitor.startswith("valid_") and "valid" not in prepared.splits:
+        raise RecipeError(
+            f"train.early_stopping.monitor is {es.monitor} but the valid split is "
+            "empty; set data.split.valid or monitor train_loss"
+        )
+    mode = es.mode if es.mode != "auto" else None
+    return es.monitor, mode or monitor_mode(es.monitor, task.metric_names, "monitor")
+
+
+def train(
+    recipe: RecipeLike,
+    overrides: list[str] | None = None,
+    store: str | Path | None = None,
+    resume: bool | str = False,
+    console: Console | None = None,
+) -> Model:
+    """Train a recipe and store the model as a new version; returns the stored model.
+
+    ``resume``: True continues the newest interrupted run of the recipe's name, a run id that
+    run; the checkpoint's fixed keys and the data must be unchanged.
+    """
+    started = time.perf_counter()
+    parsed = validate(recipe, overrides)
+    root = store_root(store)
+    check_writable(root)
+    out = console or Console(highlight=False)
+    task = create_task(parsed)
+    run, state = _open_run(root, task, resume, out)
+    try:
+        model = _train_run(root, task, run, state, out, started)
+    except BaseException:
+        run.release()  # the checkpoint stays for --resume
+        raise
+    run.finish()
+    return model
+
+
+def _open_run(
+    root: Path, task: Task, resume: bool | str, out: Console
+) -> tuple[Run, dict[str, Any] | None]:
+    """A new run, or the interrupted one to continue (with its checkpoint)."""
+    runs = Runs(root, task.recipe.name)
+    if not resume:
+        return runs.start(task.recipe), None
+    files = task.data_files()
+    run, state, (task.recipe, applied) = runs.resume(
+        resume if isinstance(resume, str) else None,
+        lambda meta: check_resumable(meta, task.recipe, files),
+    )
+    where = f"step {state['step']}" + (f" (epoch {state['epoch']})" if state["epoch"] else "")
+    out.print(f"resuming run {run.id} of {task.recipe.name} from {where}")
+    if applied:
+        out.print(f"the resumed run applies the changed keys: {'; '.join(applied)}")
+    return run, state
+
+
+def _train_run(
+    root: Path,
+    task: Task,
+    run: Run,
+    state: dict[str, Any] | None,
+    out: Console,
+    started: float,
+) -> Model:
+    recipe = task.recipe
+    prepared = task.prepare(root / ".cache", out)
+    data = fingerprint(task.data_files(), prepared.split_digests)
+    run.record_data(data)
+    for note in prepared.notes:
+        out.print(f"{recipe.name}: {note}", markup=False)
+    monitor, mode = _monitor(task, prepared)
+    evaluator = Evaluator(task, prepared.splits, recipe.evaluate.metrics, monitor)
+    trained = train_module(
+        task,
+        prepared,
+        evaluator.in_loop if evaluator.has_valid else None,
+        out,
+        root / ".cache",
+        state,
+        run.save,
+        mode,
+    )
+    metrics = evaluator.final(trained.module)
+    gate = _gate(task, metrics)
+    extra = {"data.json": data}
+    version, path = _store(root, task, prepared, trained, evaluator, metrics, gate, started, extra)
+    _report(out, task, trained, metrics, gate, version, path)
+    return Model(Predictor.load(path))
+
+
+def _judged(metrics: dict[str, Any]) -> str:
+    """The split a gate is checked on: test when there is one, else valid."""
+    return "test" if "test" in metrics else "valid"
+
+
+def _gate(task: Task, metrics: dict[str, dict[str, MetricValue]]) -> GateResult | None:
+    if not task.recipe.evaluate.gate:
+        return None
+    conditions = parse_gate(task.recipe.evaluate.gate, task.metric_names, task.name)
+    return check_gate(conditions, metrics.get(_judged(metrics), {}))
+
+
+def _artifact_recipe(recipe: Recipe) -> str:
+    """The resolved recipe with data paths made absolute, so the artifact stands on its own."""
+    data = yaml.safe_load(recipe_to_yaml(recipe))
+    data["data"]["source"] = str(recipe.path(recipe.data.source).resolve())
+    split = data["data"].get("split", {})
+    for key in ("train", "valid", "test"):
+        if isinstance(split.get(key), str):
+            split[key] = str(recipe.path(split[key]).resolve())
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def _store(
+    root: Path,
+    task: Task,
+    prepared: Prepared,
+    trained: Trained,
+    evaluator: Evaluator,
+    metrics: dict[str, dict[str, MetricValue]],
+    gate_result: GateResult | None,
+    started: float,
+    extra: dict[str, Any],
+) -> tuple[int, Path]:
+    recipe = task.recipe
+    gate = gate_result.to_dict() if gate_result is not None else None
+    run = {
+        "name": recipe.name,
+        "task": task.name,
+        "arch": recipe.model.arch,
+        **trained.record,
+        "wall_seconds": time.perf_counter() - started,
+        "dims": prepared.dims,
+        prepared.size_unit: prepared.sizes,
+        "key_metric": task.key_metric,
+        "gate": gate,
+        "parent": None,
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    shown = evaluator.outputs.get(_judged(metrics))
+    plots = task.plots(trained.module, shown) if shown is not None else {}
+    contents = Contents(
+        recipe_yaml=_artifact_recipe(recipe),
+        module=trained.module,
+        config={"task": task.name, "arch": recipe.model.arch, "dims": prepared.dims},
+        files={**task.state(), "metrics.json": metrics, **extra},
+        history=trained.fit.history,
+        run=run,
+        plots=partial(draw_plots, history=trained.fit.history, plots=plots)
+        if recipe.evaluate.plots
+        else None,
+        card=lambda v: _card(task, trained, run, metrics, gate, v),
+    )
+    return write_version(root, recipe.name, contents)
+
+
+def _card(
+    task: Task,
+    trained: Trained,
+    run: dict[str, Any],
+    metrics: dict[str, dict[str, MetricValue]],
+    gate: dict[str, Any] | None,
+    version: int,
+) -> str:
+    recipe, fit = task.recipe, trained.fit
+    length = f"{fit.epochs} epochs ({fit.steps} steps)" if fit.epochs else f"{fit.steps} steps"
+    facts = [
+        f"- task: {task.name}",
+        f"- architecture: {recipe.model.arch} ({run['parameters']:,} parameters)",
+        *task.card_lines(run),
+        f"- trained {length} in {fit.train_seconds:.1f} s ({recipe.train.precision}), "
+        f"seed {recipe.train.seed}",
+    ]
+    ref = f"{recipe.name}@{version}"
+    sections = task.card_sections(trained.module)
+    return model_card(
+        f"{recipe.name} (version {version})", facts, metrics, gate, sections, task.usage(ref)
+    )
+
+
+def _report(
+    out: Console,
+    task: Task,
+    trained: Trained,
+    metrics: dict[str, dict[str, MetricValue]],
+    gate: GateResult | None,
+    version: int,
+    path: Path,
+) -> None:
+    print_metrics(metrics, out, title=f"{task.recipe.name}@{version}", labels=task.labels)
+    if gate is not None:
+        out.print(format_gate(gate))
+    record = trained.record
+    if "tokens_per_second" in record:
+        mfu = f"{record['mfu']:.1%}" if record.get("mfu") is not None else "n/a"
+        peak = record.get("peak_flops", 0.0) / 1e12
+        out.print(
+            f"{record['tokens_per_second']:,.0f} tokens/s, MFU {mfu} of {peak:.2f} TFLOP/s "
+            f"({record['precision']})"
+        )
+    out.print(f"saved {path.resolve()}")
