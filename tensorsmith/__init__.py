@@ -1,7 +1,19 @@
-"""tensorsmith: from data to a trained, evaluated and stored neural network with one recipe."""
+"""tensorsmith: from data to a trained, evaluated and stored neural network with one recipe.
 
-from tensorsmith.api import Model, evaluate, load, models, predict, train, validate
+The public names are imported on first use (PEP 562), so that ``tensorsmith --help``,
+``validate``, ``models`` and ``init`` answer without importing torch.
+"""
+
+import importlib as _importlib
+import typing as _typing
+
+# the subpackage tensorsmith.models first (it imports no torch): importing a submodule binds its
+# name on the package, so the public function `models` must be bound after it, not before
+from tensorsmith import models as _architectures  # noqa: F401
 from tensorsmith.errors import DataError, ModelNotFoundError, RecipeError, TensorsmithError
+
+if _typing.TYPE_CHECKING:
+    from tensorsmith.api import Model, evaluate, load, predict, train, validate
 
 __all__ = [
     "DataError",
@@ -17,3 +29,22 @@ __all__ = [
     "validate",
 ]
 __version__ = "0.1.0"
+_API = {"Model", "evaluate", "load", "predict", "train", "validate"}
+
+
+def models(name: str | None = None, store: str | None = None) -> list[dict[str, _typing.Any]]:
+    """The stored versions (name, version, task, arch, key metric, gate, date), newest last."""
+    from tensorsmith.api.listing import models as listing
+
+    return listing(name, store)
+
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _API:
+        return getattr(_importlib.import_module("tensorsmith.api"), name)
+    raise AttributeError(f"module 'tensorsmith' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

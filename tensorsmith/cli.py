@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tensorsmith.errors import TensorsmithError
+from tensorsmith.errors import GateFailed, ModelNotFoundError, TensorsmithError, did_you_mean
 
 app = typer.Typer(
     add_completion=False,
@@ -24,9 +24,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="tensorsmith: from data to a trained, evaluated, stored neural network.",
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: a long line (a path, a note) is never broken in two, so piped logs stay greppable
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"tensorsmith {version('tensorsmith')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """tensorsmith: from data to a trained, evaluated, stored neural network."""
+
 
 Store = Annotated[
     Path | None,
@@ -118,7 +138,15 @@ def train(
     """Train RECIPE and store the model as a new version."""
     from tensorsmith import api
 
-    api.train(recipe, set_, store=store, resume=run_id or resume, console=out)
+    model = api.train(recipe, set_, store=store, resume=run_id or resume, console=out)
+    gate = model.run.get("gate")
+    if gate and not gate["passed"]:
+        failed = [c for c in gate["conditions"] if not c["passed"]]
+        shown = "; ".join(c["reason"] or c["metric"] for c in failed)
+        raise GateFailed(
+            f"the quality gate did not hold ({shown}); {model.name} is stored, marked as "
+            "failed; exit code 3"
+        )
 
 
 @app.command()
@@ -212,14 +240,25 @@ def models(
 
     rows = api.models(name, store)
     if not rows:
+        everything = api.models(None, store) if name is not None else []
+        if everything:
+            names = sorted({row["name"] for row in everything})
+            raise ModelNotFoundError(
+                f"no model named '{name}' in the store{did_you_mean(name or '', names)} "
+                f"models: {', '.join(names)}"
+            )
         out.print("no models yet; train one with `tensorsmith train RECIPE`")
         return
     columns = ["name", "version", "task", "arch", "metric", "gate", "date"]
     if any(row["status"] != "ok" for row in rows):
         columns.append("status")
     table = Table()
+    widest = max(len(str(row["name"])) for row in rows)
     for col in columns:
-        table.add_column(col, justify="right" if col == "version" else "left")
+        if col == "name":  # a name is never cut: the other columns wrap instead
+            table.add_column(col, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(col, justify="right" if col == "version" else "left")
     for row in rows:
         table.add_row(*(str(row[c]) for c in columns))
     out.print(table)

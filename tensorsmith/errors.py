@@ -12,11 +12,13 @@ from collections.abc import Iterable
 
 __all__ = [
     "DataError",
+    "GateFailed",
     "ModelNotFoundError",
     "RecipeError",
     "StoreError",
     "TensorsmithError",
     "TrainingError",
+    "TrainingInterrupted",
     "did_you_mean",
     "listing",
     "shorten",
@@ -57,6 +59,18 @@ class TrainingError(TensorsmithError):
     """Training cannot start or continue (for example: nothing to resume)."""
 
     exit_code = 1
+
+
+class TrainingInterrupted(TensorsmithError):
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM; the message says what was saved."""
+
+    exit_code = 130
+
+
+class GateFailed(TensorsmithError):
+    """The model was stored, but its quality gate did not hold (a CI pipeline gates on 3)."""
+
+    exit_code = 3
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -103,8 +103,11 @@ def check_artifact(version: Path, steps: list[int]) -> dict[str, float]:
     assert math.isfinite(valid["loss"]) and valid["loss"] > 0
     assert math.isclose(valid["perplexity"], math.exp(valid["loss"]), rel_tol=1e-6)
     history = pd.read_csv(version / "history.csv")
-    assert list(history["step"]) == steps
-    for col in ("train_loss", "valid_loss", "valid_perplexity"):
+    assert list(history["step"]) == steps  # from step 0: the untrained model's valid loss
+    assert (
+        history["train_loss"].iloc[1:].notna().all() and (history["train_loss"].iloc[1:] > 0).all()
+    )
+    for col in ("valid_loss", "valid_perplexity"):
         assert history[col].notna().all() and (history[col] > 0).all(), col
     assert (history["valid_perplexity"] - history["valid_loss"].map(math.exp)).abs().max() < 1e-3
     run = json.loads((version / "run.json").read_text())
@@ -154,7 +157,7 @@ def test_examples_validate() -> None:
 
 def test_char_model_artifact(trained: Path) -> None:
     version = trained / "poems" / "1"
-    valid = check_artifact(version, [10, 20])
+    valid = check_artifact(version, [0, 10, 20])
     assert valid["loss"] < math.log(70)  # no worse than uniform over ~65 characters
     tok = json.loads((version / "tokenizer.json").read_text())
     assert "<|endoftext|>" in tok["model"]["vocab"] and "e" in tok["model"]["vocab"]
@@ -166,7 +169,7 @@ def test_bpe_model(tmp_path: Path) -> None:
     code, out, err = cli("train", recipe, store=store)
     assert code == 0, out + err
     version = store / "poems-bpe" / "1"
-    check_artifact(version, [10, 20])
+    check_artifact(version, [0, 10, 20])
     tokenizer = tensorsmith.load("poems-bpe", store=store).task.tokenizer
     assert 257 < tokenizer.vocab_size <= 300
     assert tokenizer.decode(tokenizer.encode("Let the bird of loudest lay")) == (
@@ -276,9 +279,9 @@ def test_kill_and_resume_gives_the_same_curve(tmp_path: Path) -> None:
 
     a = pd.read_csv(killed / "poems" / "1" / "history.csv")
     b = pd.read_csv(clean / "poems" / "1" / "history.csv")
-    assert list(b["step"]) == list(range(20, 201, 20))
+    assert list(b["step"]) == list(range(0, 201, 20))
     cols = ["step", "train_loss", "valid_loss"]
-    pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True)
+    pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True)  # NaN train loss at step 0
     wa = load_file(str(killed / "poems" / "1" / "model.safetensors"))
     wb = load_file(str(clean / "poems" / "1" / "model.safetensors"))
     assert wa.keys() == wb.keys()
@@ -392,7 +395,7 @@ def test_verbs_for_the_wrong_kind_of_model(trained: Path, tmp_path: Path) -> Non
     code, out, err = cli(
         "train", EXAMPLES / "xor_mlp" / "recipe.yaml", "--set", "train.epochs=1", store=store
     )
-    assert code == 0, out + err
+    assert code in (0, 3), out + err  # 3: stored, one epoch does not reach the gate
     code, out, err = cli("generate", "xor-mlp", "--prompt", "hello", store=store)
     _fails(code, err, "not for task classification", "predict")
     assert out == ""

@@ -253,7 +253,7 @@ def test_public_names_are_pinned() -> None:
         "validate",
     ]
     for name in tensorsmith.__all__:
-        assert hasattr(tensorsmith, name), name
+        assert hasattr(tensorsmith, name), name  # the lazy names resolve
     # nothing public beyond __all__ except submodules (which `import tensorsmith.x` attaches)
     import types
 

@@ -99,7 +99,8 @@ def test_resume_refuses_changed_data_and_changed_fixed_keys(tmp_path: Path) -> N
 
 
 def start(recipe: Path, store: Path, *sets: str) -> subprocess.Popen[bytes]:
-    args = [a for s in (*sets, "train.checkpoint_every=2", "train.threads=1") for a in ("--set", s)]
+    fixed = ("train.checkpoint_every=2", "train.threads=1", "evaluate.gate={}")
+    args = [a for s in (*sets, *fixed) for a in ("--set", s)]
     env = {**os.environ, "TENSORSMITH_STORE": str(store)}
     return subprocess.Popen(
         [sys.executable, "-m", "tensorsmith", "train", str(recipe), *args],
@@ -149,11 +150,32 @@ def test_two_runs_of_one_name_keep_their_own_checkpoints(tmp_path: Path) -> None
         live.wait()
 
     # run C (newest) and run B differ from these settings; run A is the one they fit
-    code, out, err = run_cli("train", XOR, "--resume", "--set", slow, "--set", length, store=store)
+    code, out, err = run_cli(
+        "train",
+        XOR,
+        "--resume",
+        "--set",
+        slow,
+        "--set",
+        length,
+        "--set",
+        "evaluate.gate={}",
+        store=store,
+    )
     assert code == 0, out + err
     assert f"resuming run {run_a.name}" in out
     assert not run_a.exists() and run_b.is_dir() and run_c.is_dir()
-    code, out, err = run_cli("train", XOR, "--resume", run_b.name, "--set", length, store=store)
+    code, out, err = run_cli(
+        "train",
+        XOR,
+        "--resume",
+        run_b.name,
+        "--set",
+        length,
+        "--set",
+        "evaluate.gate={}",
+        store=store,
+    )
     assert code == 0, out + err
     assert f"resuming run {run_b.name}" in out and not run_b.exists() and run_c.is_dir()
     lrs = [
@@ -187,6 +209,8 @@ def test_resume_applies_the_keys_that_only_watch_the_run(tmp_path: Path) -> None
         "train.log_every=50",
         "--set",
         "train.checkpoint_every=7",
+        "--set",
+        "evaluate.gate={}",
         store=store,
     )
     assert code == 0, out + err

@@ -235,7 +235,7 @@ def test_train_from_another_working_directory(tmp_path: Path) -> None:
     code, _, err = run_cli(
         "train", "../project/recipe.yaml", "--set", "train.epochs=2", store=store, cwd=elsewhere
     )
-    assert code == 0, err
+    assert code in (0, 3), err  # 3: stored, but two epochs do not reach the gate
     recipe = yaml.safe_load((store / "xor-mlp" / "1" / "recipe.yaml").read_text())
     assert Path(recipe["data"]["source"]) == (project / "moons.csv").resolve()
     run = json.loads((store / "xor-mlp" / "1" / "run.json").read_text())

@@ -7,13 +7,21 @@ tensorsmith.load("windsor-housing@2")
 No stage here asks which task it holds: the task, the evaluation path, the training run and
 the store each do their part through the ``Task`` interface. One module per verb group:
 ``recipes`` (validate, init), ``training`` (train), ``use`` (load, evaluate, predict,
-generate, models), ``model`` (the public ``Model``).
+generate, models), ``model`` (the public ``Model``). Names are imported on first use: the
+light verbs (validate, init, models) import no torch.
 """
 
-from tensorsmith.api.model import Model
-from tensorsmith.api.recipes import check_recipe, init_recipe, validate
-from tensorsmith.api.training import train
-from tensorsmith.api.use import evaluate, generate, load, models, predict
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tensorsmith.api.listing import models
+    from tensorsmith.api.model import Model
+    from tensorsmith.api.recipes import check_recipe, init_recipe, validate
+    from tensorsmith.api.training import train
+    from tensorsmith.api.use import evaluate, generate, load, predict
 
 __all__ = [
     "Model",
@@ -27,3 +35,21 @@ __all__ = [
     "train",
     "validate",
 ]
+_WHERE = {
+    "Model": "model",
+    "check_recipe": "recipes",
+    "init_recipe": "recipes",
+    "validate": "recipes",
+    "train": "training",
+    "evaluate": "use",
+    "generate": "use",
+    "load": "use",
+    "models": "listing",
+    "predict": "use",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"tensorsmith.api.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'tensorsmith.api' has no attribute {name!r}")

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tensorsmith.data.preprocess import infer_type
-from tensorsmith.data.tables import check_columns, read_table
-from tensorsmith.errors import DataError
+from tensorsmith.data.tokenizer import TOKENIZERS
+from tensorsmith.errors import DataError, RecipeError
 from tensorsmith.evaluation.gate import parse_gate
 from tensorsmith.evaluation.metrics import check_metrics, monitor_mode
 from tensorsmith.models import check_model
 from tensorsmith.recipe import Recipe, load_recipe, parse_recipe
-from tensorsmith.tasks import TASKS
-from tensorsmith.training.optim import check_optimizer
+from tensorsmith.registry import Registry
+from tensorsmith.training.optim import OPTIMIZERS, SCHEDULES, check_optimizer
 
 RecipeLike = str | Path | dict[str, Any] | Recipe
 
@@ -26,37 +27,86 @@ def _recipe(recipe: RecipeLike, overrides: list[str] | None) -> Recipe:
     return parse_recipe(recipe, overrides)
 
 
+# recipe keys whose values are names in a registry (keys a recipe lacks are skipped)
+NAMED: dict[str, Registry[Any]] = {
+    "train.optimizer.name": OPTIMIZERS,
+    "train.schedule.name": SCHEDULES,
+    "data.tokenizer.kind": TOKENIZERS,
+}
+
+
+def _at(recipe: Recipe, dotted: str) -> Any:
+    node: Any = recipe
+    for part in dotted.split("."):
+        node = getattr(node, part, None)
+    return node
+
+
 def check_recipe(recipe: Recipe) -> None:
-    """Every check that needs no data: names in registries, metrics, gate, monitor."""
-    task = TASKS.get(recipe.task)
-    task.check(recipe)
+    """Every check that needs no data (and no torch): names in registries, the loss, metrics,
+    the gate and the early-stopping monitor."""
+    kind = type(recipe)
+    for dotted, registry in NAMED.items():
+        value = _at(recipe, dotted)
+        if value is not None:
+            registry.check(value)
     check_model(recipe.model)
     check_optimizer(recipe.train)
-    check_metrics(recipe.evaluate.metrics, task.metric_names, task.name)
-    parse_gate(recipe.evaluate.gate, task.metric_names, task.name)
+    loss = getattr(recipe.train, "loss", None)
+    if loss is not None and loss not in kind.losses:
+        raise RecipeError(
+            f"train.loss '{loss}' does not fit task {recipe.task}; choices: "
+            f"{', '.join(kind.losses)}"
+        )
+    check_metrics(recipe.evaluate.metrics, kind.metric_names, recipe.task)
+    parse_gate(recipe.evaluate.gate, kind.metric_names, recipe.task)
     es = recipe.train.early_stopping
     if es is not None:
-        monitor_mode(es.monitor, task.metric_names, "train.early_stopping.monitor")
+        monitor_mode(es.monitor, kind.metric_names, "train.early_stopping.monitor")
+
+
+def check_sources(recipe: Recipe) -> None:
+    """The data the recipe names exists: each file, or at least one match of each glob."""
+    split = getattr(recipe.data, "split", None)
+    named: list[tuple[str, Any]] = [("data.source", recipe.data.source)]
+    named += [(f"data.split.{k}", getattr(split, k, None)) for k in ("train", "valid", "test")]
+    for key, value in named:
+        if not isinstance(value, str):
+            continue
+        path = recipe.path(value)
+        found = glob.glob(str(path)) if any(c in value for c in "*?[") else path.exists()
+        if not found:
+            raise DataError(
+                f"{key} {value!r} does not exist (resolved to {path}); paths in a recipe are "
+                "relative to the recipe's folder: fix the path or move the data"
+            )
 
 
 def validate(recipe: RecipeLike, overrides: list[str] | None = None) -> Recipe:
-    """Parse, resolve and check a recipe (defaults filled in); raises RecipeError on mistakes."""
+    """Parse, resolve and check a recipe (defaults filled in) and that its data exists; raises
+    RecipeError or DataError on mistakes."""
     parsed = _recipe(recipe, overrides)
     check_recipe(parsed)
+    check_sources(parsed)
     return parsed
 
 
 def init_recipe(datafile: str | Path, target: str, out: str | Path | None = None) -> str:
     """A starter recipe for a table: task from the target column, paths relative to ``out``."""
+    from tensorsmith.data.preprocess import infer_type
+    from tensorsmith.data.tables import check_columns, read_table
+
     path = Path(datafile)
     df = read_table(path)
     check_columns(df, [target], "--target", path.name)
     numeric = infer_type(df[target]) == "number" and df[target].nunique() > 20
+    # beside --out the recipe names its data relative to itself; printed, it may be saved
+    # anywhere, so it names the data by its absolute path
     folder = Path(out).resolve().parent if out is not None else Path.cwd()
-    try:
-        source = str(path.resolve().relative_to(folder))
-    except ValueError:
-        source = str(path.resolve())
+    source = str(path.resolve())
+    if out is not None:
+        with contextlib.suppress(ValueError):
+            source = str(path.resolve().relative_to(folder))
     types = {c: infer_type(df[c]) for c in df.columns if c != target}
     name = "".join(ch if ch.isalnum() else "-" for ch in path.stem.lower()).strip("-") or "model"
     recipe: dict[str, Any] = {

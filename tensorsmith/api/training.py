@@ -27,7 +27,7 @@ from tensorsmith.store.artifact import (
     store_root,
     write_version,
 )
-from tensorsmith.tasks import Prepared, Task, create_task
+from tensorsmith.tasks import Outputs, Prepared, Task, create_task
 from tensorsmith.tasks.predictor import Predictor
 from tensorsmith.training.checkpoints import Run, Runs, check_resumable
 from tensorsmith.training.run import Trained, train_module
@@ -176,8 +176,17 @@ def _store(
         "parent": None,
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    shown = evaluator.outputs.get(_judged(metrics))
+    judged = _judged(metrics)
+    shown = evaluator.outputs.get(judged)
     plots = task.plots(trained.module, shown) if shown is not None else {}
+    draw = partial(
+        draw_plots,
+        history=trained.fit.history,
+        plots=plots,
+        loss_label=task.loss_label(),
+        split=judged,
+        best=trained.fit.best_row,
+    )
     contents = Contents(
         recipe_yaml=_artifact_recipe(recipe),
         module=trained.module,
@@ -185,10 +194,8 @@ def _store(
         files={**task.state(), "metrics.json": metrics, **extra},
         history=trained.fit.history,
         run=run,
-        plots=partial(draw_plots, history=trained.fit.history, plots=plots)
-        if recipe.evaluate.plots
-        else None,
-        card=lambda v: _card(task, trained, run, metrics, gate, v),
+        plots=draw if recipe.evaluate.plots else None,
+        card=lambda v: _card(task, trained, run, metrics, gate, v, shown, judged),
     )
     return write_version(root, recipe.name, contents)
 
@@ -200,18 +207,29 @@ def _card(
     metrics: dict[str, dict[str, MetricValue]],
     gate: dict[str, Any] | None,
     version: int,
+    outputs: Outputs | None,
+    split: str,
 ) -> str:
     recipe, fit = task.recipe, trained.fit
     length = f"{fit.epochs} epochs ({fit.steps} steps)" if fit.epochs else f"{fit.steps} steps"
+    hw = run["hardware"]
+    machine = hw["cpu"] if hw["device"] == "cpu" else hw.get("gpu", hw["device"])
     facts = [
         f"- task: {task.name}",
         f"- architecture: {recipe.model.arch} ({run['parameters']:,} parameters)",
         *task.card_lines(run),
-        f"- trained {length} in {fit.train_seconds:.1f} s ({recipe.train.precision}), "
+        f"- trained {length} in {fit.train_seconds:,.1f} s ({run['precision']} on {machine}), "
         f"seed {recipe.train.seed}",
     ]
+    if fit.stopped_early and fit.stop_reason:
+        unit = "epoch" if fit.epochs else "step"
+        best = fit.best_row or {}
+        restored = f"; restored {unit} {int(best[unit])}" if unit in best else ""
+        facts.append(
+            f"- stopped early at {unit} {fit.epochs or fit.steps}: {fit.stop_reason}{restored}"
+        )
     ref = f"{recipe.name}@{version}"
-    sections = task.card_sections(trained.module)
+    sections = task.card_sections(trained.module, outputs, split)
     return model_card(
         f"{recipe.name} (version {version})", facts, metrics, gate, sections, task.usage(ref)
     )

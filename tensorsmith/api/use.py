@@ -14,11 +14,7 @@ from tensorsmith.data.tables import read_table, table_format, write_table
 from tensorsmith.errors import DataError
 from tensorsmith.evaluation.metrics import MetricValue
 from tensorsmith.evaluation.report import print_metrics
-from tensorsmith.store.artifact import (
-    list_models,
-    resolve,
-    store_root,
-)
+from tensorsmith.store.artifact import resolve, store_root
 from tensorsmith.tasks.predictor import Predictor
 
 
@@ -80,8 +76,3 @@ def predict(
     if out is not None:
         write_table(result, out)
     return result
-
-
-def models(name: str | None = None, store: str | Path | None = None) -> list[dict[str, Any]]:
-    """The stored versions, newest last."""
-    return list_models(store_root(store), name)

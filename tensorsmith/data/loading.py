@@ -11,6 +11,7 @@ per row, so the loader costs about what a hand-written slicing loop does (``benc
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
@@ -122,14 +123,16 @@ class EpochFeed:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def batches(self, epoch: int) -> Iterable[Batch]:
+    def batches(self, epoch: int, start: int = 0) -> Iterable[Batch]:
+        """The batches of ``epoch`` from batch ``start`` on (a run resumed mid-epoch)."""
         self.sampler.set_epoch(epoch)
+        indices = itertools.islice(self.sampler, start, None)
         fetch = getattr(self.dataset, "__getitems__", None)
         if self.workers == 0 and fetch is not None:
             # in-memory tensors: the loader's per-batch machinery would cost about a third of a
             # tiny network's step (measured by bench/overhead.py), so fetch directly
-            return (fetch(index) for index in self.sampler)
-        return _loader(self.dataset, self.sampler, self.workers)
+            return (fetch(index) for index in indices)
+        return _loader(self.dataset, list(indices), self.workers)
 
 
 class Windows(Dataset[Batch]):

@@ -22,7 +22,6 @@ from typing import Literal
 
 import numpy as np
 
-from tensorsmith.data.tables import TABLE_FORMATS, read_table
 from tensorsmith.errors import DataError, did_you_mean, listing
 
 __all__ = [
@@ -59,6 +58,8 @@ def load_corpus(source: str, base_dir: Path, text_column: str | None = None) -> 
     Files that are binary or not UTF-8 are skipped and named in a :class:`DataWarning`. Raises
     :class:`DataError` when nothing matches, when every file was skipped, or when no text is left.
     """
+    from tensorsmith.data.tables import TABLE_FORMATS
+
     paths = resolve_sources(source, base_dir)
     docs: list[Document] = []
     skipped: list[str] = []
@@ -226,6 +227,8 @@ def _read_table(
     path: Path, name: str, text_column: str | None, skipped: list[str]
 ) -> list[tuple[int, str]]:
     """Return ``(row, text)`` for every non-empty cell of the text column of one table."""
+    from tensorsmith.data.tables import read_table
+
     try:
         frame = read_table(path, as_text=True)
     except DataError as exc:

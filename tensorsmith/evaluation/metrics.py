@@ -14,12 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tensorsmith.errors import RecipeError, did_you_mean
 from tensorsmith.registry import Registry
-from tensorsmith.tasks import Outputs
+
+if TYPE_CHECKING:
+    from tensorsmith.tasks import Outputs
 
 __all__ = [
     "METRICS",

@@ -2,9 +2,10 @@
 
 Matplotlib is driven through ``Figure`` + ``FigureCanvasAgg`` and never through ``pyplot``: no
 global state, no GUI backend, safe in threads and servers. It is imported inside the functions
-(~0.5 s) so that importing this module stays cheap. Figures are small at dpi 100 so the whole
-set takes a fraction of a second; scatter plots draw at most ``max_points`` points (a fixed
-random subset), which keeps large test sets fast.
+(~0.5 s) so that importing this module stays cheap. Figures are 8×5 inches at 150 dpi (read
+without zooming), ticks of large numbers carry thousands separators, every title names the
+split it shows, and the loss axis names the loss. Scatter plots draw at most ``max_points``
+points (a fixed random subset), which keeps large test sets fast.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ __all__ = [
     "plot_roc",
 ]
 
-DPI = 100
+DPI = 150
+WIDTH, HEIGHT = 8.0, 5.0  # inches
 MAX_POINTS = 10_000
 PathLike = str | Path
 
@@ -44,6 +46,26 @@ def _figure(width: float, height: float, layout: Literal["tight"] | None = None)
     fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _readable_ticks(ax: Any) -> None:
+    """At most 6 ticks per axis; thousands separators (or scientific notation) for big values."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() != "linear":
+            continue
+        axis.set_major_locator(MaxNLocator(nbins=6))
+        low, high = axis.get_view_interval()
+        largest = max(abs(low), abs(high))
+        if largest >= 1e9:
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2e}"))
+        elif largest >= 10_000:
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+
+
+def _titled(ax: Any, title: str, split: str | None) -> None:
+    ax.set_title(f"{title} ({split} split)" if split else title)
 
 
 def _save(fig: Figure, path: PathLike) -> Path:
@@ -88,85 +110,118 @@ def _series(
     return px, py
 
 
-def plot_learning_curves(history: Sequence[Mapping[str, Any]], path: PathLike) -> Path:
-    """Losses against epoch/step (log-y when they span over a decade); valid metrics beside."""
+def plot_learning_curves(
+    history: Sequence[Mapping[str, Any]],
+    path: PathLike,
+    loss_label: str = "loss",
+    best: Mapping[str, Any] | None = None,
+) -> Path:
+    """Losses against epoch/step (log-y when they span over a decade), the valid metrics in a
+    second panel, and the restored best epoch marked on both."""
     xkey = _x_key(history)
     xs = [float(row[xkey]) if xkey else float(i + 1) for i, row in enumerate(history)]
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys and k not in ("epoch", "step")]
-    loss_keys = [k for k in keys if k.endswith("loss")]
-    metric_keys = [k for k in keys if k.startswith("valid_") and not k.endswith("loss")]
-    metric_series = {k: _series(history, k, xs) for k in metric_keys}
-    metric_series = {k: s for k, s in metric_series.items() if s[0]}
-
-    fig = _figure(9.0 if metric_series else 5.0, 3.6, layout="tight")
+    metric_series = {
+        k: _series(history, k, xs)
+        for k in keys
+        if k.startswith("valid_") and not k.endswith("loss")
+    }
+    metric_series = {k: v for k, v in metric_series.items() if v[0]}
+    fig = _figure(WIDTH * (1.5 if metric_series else 1.0), HEIGHT, layout="tight")
     axes = fig.subplots(1, 2 if metric_series else 1, squeeze=False)[0]
-    ax = axes[0]
+    losses = sorted((k for k in keys if k.endswith("loss")), key=lambda k: k != "train_loss")
+    _loss_panel(axes[0], history, xs, losses, loss_label)
+    axes[0].set_xlabel(xkey or "row")
+    if metric_series:
+        mx = axes[1]
+        for k, (px, py) in metric_series.items():
+            mx.plot(px, py, label=k.replace("_", " "), marker="." if len(px) < 30 else None)
+        names = ", ".join(k.removeprefix("valid_") for k in metric_series)
+        mx.set_xlabel(xkey or "row")
+        mx.set_ylabel(names)
+        mx.set_title(f"{names} (valid split)")
+        mx.grid(alpha=0.3)
+        mx.legend()
+    at = best.get(xkey) if best and xkey else None
+    for ax in axes:
+        if at is not None:
+            ax.axvline(float(at), color="grey", linestyle=":", label=f"best ({xkey} {int(at)})")
+            ax.legend()
+        _readable_ticks(ax)
+    return _save(fig, path)
+
+
+def _loss_panel(
+    ax: Any, history: Sequence[Mapping[str, Any]], xs: list[float], keys: list[str], label: str
+) -> None:
     lows: list[float] = []
     highs: list[float] = []
-    for k in loss_keys:
+    for k in keys:
         px, py = _series(history, k, xs)
         if px:
-            ax.plot(px, py, label=k, marker="." if len(px) < 30 else None)
+            ax.plot(px, py, label=k.replace("_", " "), marker="." if len(px) < 30 else None)
             lows.append(min(py))
             highs.append(max(py))
     if lows and min(lows) > 0 and max(highs) / min(lows) > 10:
         ax.set_yscale("log")
-    ax.set_xlabel(xkey or "row")
-    ax.set_ylabel("loss")
-    ax.set_title("loss")
+    ax.set_ylabel(label)
+    ax.set_title("loss (train and valid splits)" if len(lows) > 1 else "loss (train split)")
     ax.grid(alpha=0.3)
     if lows:
         ax.legend()
-    if metric_series:
-        mx = axes[1]
-        for k, (px, py) in metric_series.items():
-            mx.plot(px, py, label=k, marker="." if len(px) < 30 else None)
-        mx.set_xlabel(xkey or "row")
-        mx.set_title("validation metrics")
-        mx.grid(alpha=0.3)
-        mx.legend()
-    return _save(fig, path)
 
 
 # -- regression -------------------------------------------------------------------------------
 
 
 def plot_predicted_vs_actual(
-    y_true: np.ndarray, y_pred: np.ndarray, path: PathLike, max_points: int = MAX_POINTS
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    path: PathLike,
+    max_points: int = MAX_POINTS,
+    split: str | None = None,
+    target: str = "",
 ) -> Path:
     """Predicted against actual values with the ``y = x`` line of a perfect model."""
     y_true, y_pred = np.ravel(y_true).astype(float), np.ravel(y_pred).astype(float)
     idx = _subsample(len(y_true), max_points)
-    fig = _figure(4.5, 4.5, layout="tight")
+    fig = _figure(HEIGHT + 1.0, HEIGHT, layout="tight")
     ax = fig.add_subplot()
     ax.scatter(y_true[idx], y_pred[idx], s=8, alpha=0.5, edgecolors="none")
     lo = float(min(y_true.min(), y_pred.min()))
     hi = float(max(y_true.max(), y_pred.max()))
     ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, linestyle="--", label="y = x")
-    ax.set_xlabel("actual")
-    ax.set_ylabel("predicted")
-    ax.set_title("predicted vs actual")
+    ax.set_xlabel(f"actual {target}".strip())
+    ax.set_ylabel(f"predicted {target}".strip())
+    _titled(ax, "predicted vs actual", split)
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
+    _readable_ticks(ax)
     return _save(fig, path)
 
 
 def plot_residuals(
-    y_true: np.ndarray, y_pred: np.ndarray, path: PathLike, max_points: int = MAX_POINTS
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    path: PathLike,
+    max_points: int = MAX_POINTS,
+    split: str | None = None,
+    target: str = "",
 ) -> Path:
     """Residuals (actual - predicted) against predicted values, with the zero line."""
     y_true, y_pred = np.ravel(y_true).astype(float), np.ravel(y_pred).astype(float)
     idx = _subsample(len(y_true), max_points)
-    fig = _figure(5.0, 3.6, layout="tight")
+    fig = _figure(WIDTH, HEIGHT, layout="tight")
     ax = fig.add_subplot()
     ax.scatter(y_pred[idx], (y_true - y_pred)[idx], s=8, alpha=0.5, edgecolors="none")
     ax.axhline(0.0, color="black", linewidth=1, linestyle="--")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("residual (actual - predicted)")
-    ax.set_title("residuals")
+    ax.set_xlabel(f"predicted {target}".strip())
+    ax.set_ylabel(f"residual: actual - predicted {target}".strip())
+    _titled(ax, "residuals", split)
     ax.grid(alpha=0.3)
+    _readable_ticks(ax)
     return _save(fig, path)
 
 
@@ -174,12 +229,15 @@ def plot_residuals(
 
 
 def plot_confusion_matrix(
-    cm: Sequence[Sequence[int]] | np.ndarray, labels: Sequence[str], path: PathLike
+    cm: Sequence[Sequence[int]] | np.ndarray,
+    labels: Sequence[str],
+    path: PathLike,
+    split: str | None = None,
 ) -> Path:
     """Confusion matrix (rows: true class, columns: predicted) with the count in each cell."""
     counts = np.asarray(cm, dtype=np.int64)
     k = counts.shape[0]
-    side = min(3.0 + 0.4 * k, 12.0)
+    side = min(max(HEIGHT, 3.0 + 0.4 * k), 12.0)
     fig = _figure(side + 1.0, side, layout="tight")
     ax = fig.add_subplot()
     image = ax.imshow(counts, cmap="Blues", vmin=0)  # from 0, so the text colour rule holds
@@ -189,7 +247,7 @@ def plot_confusion_matrix(
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("confusion matrix")
+    _titled(ax, "confusion matrix", split)
     if k <= 30:  # beyond that the numbers are unreadable anyway
         threshold = counts.max() / 2 if counts.size else 0
         for i in range(k):
@@ -199,13 +257,19 @@ def plot_confusion_matrix(
     return _save(fig, path)
 
 
-def plot_roc(y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str], path: PathLike) -> Path:
+def plot_roc(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    labels: Sequence[str],
+    path: PathLike,
+    split: str | None = None,
+) -> Path:
     """ROC curve: binary, one curve for class 1; multi-class, one-vs-rest per class (AUC each)."""
     from sklearn.metrics import auc, roc_curve
 
     y_true = np.ravel(y_true).astype(np.int64)
     proba = np.asarray(proba, dtype=np.float64)
-    fig = _figure(4.8, 4.5, layout="tight")
+    fig = _figure(HEIGHT + 1.0, HEIGHT, layout="tight")
     ax = fig.add_subplot()
     if proba.ndim == 1 or proba.shape[1] == 2:
         positive = proba if proba.ndim == 1 else proba[:, 1]
@@ -228,7 +292,7 @@ def plot_roc(y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str], path:
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title("ROC" if len(curves) == 1 else "ROC (one-vs-rest)")
+    _titled(ax, "ROC" if len(curves) == 1 else "ROC, one-vs-rest", split)
     if drawn:
         ax.legend(loc="lower right", fontsize="small")
     return _save(fig, path)
@@ -243,6 +307,7 @@ def plot_decision_boundary(
     path: PathLike,
     grid: int = 200,
     max_points: int = MAX_POINTS,
+    split: str | None = None,
 ) -> Path:
     """Model output over a ``grid x grid`` mesh of the 2-D feature space, with the data on top.
 
@@ -259,7 +324,7 @@ def plot_decision_boundary(
     proba = np.asarray(predict_proba(np.column_stack([xx.ravel(), yy.ravel()])))
     k = max(len(labels), proba.shape[1] if proba.ndim == 2 else 2)
 
-    fig = _figure(5.5, 4.5, layout="tight")
+    fig = _figure(WIDTH, HEIGHT + 1.0, layout="tight")
     ax = fig.add_subplot()
     style: dict[str, Any]
     if k <= 2:  # probability of class 1, blue (0) to red (1)
@@ -289,7 +354,7 @@ def plot_decision_boundary(
     names = list(feature_names) + ["x0", "x1"][len(feature_names) :]
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    ax.set_title("decision boundary")
+    _titled(ax, "decision boundary", split)
     if k <= 20:
         ax.legend(loc="best", fontsize="small")
     return _save(fig, path)
@@ -299,14 +364,18 @@ def plot_decision_boundary(
 
 
 def _confusion_from_labels(
-    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], path: PathLike
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    labels: Sequence[str],
+    path: PathLike,
+    split: str | None = None,
 ) -> Path:
     k = len(labels)
     counts = np.bincount(
         np.asarray(y_true, dtype=np.int64) * k + np.asarray(y_pred, dtype=np.int64),
         minlength=k * k,
     ).reshape(k, k)
-    return plot_confusion_matrix(counts, labels, path)
+    return plot_confusion_matrix(counts, labels, path, split)
 
 
 # name → fn(path=…, **inputs); a task names the plots it wants and gives their inputs
@@ -322,10 +391,15 @@ def draw_plots(
     folder: PathLike,
     history: Sequence[Mapping[str, Any]],
     plots: Mapping[str, Mapping[str, Any]],
+    loss_label: str = "loss",
+    split: str | None = None,
+    best: Mapping[str, Any] | None = None,
 ) -> list[Path]:
-    """The learning curves, then each named plot, as ``folder/<name>.png``."""
+    """The learning curves, then each named plot (of ``split``), as ``folder/<name>.png``."""
     out = Path(folder)
-    paths = [plot_learning_curves(history, out / "learning_curves.png")] if history else []
+    paths = []
+    if history:
+        paths.append(plot_learning_curves(history, out / "learning_curves.png", loss_label, best))
     for name, inputs in plots.items():
-        paths.append(PLOTS.get(name)(path=out / f"{name}.png", **inputs))
+        paths.append(PLOTS.get(name)(path=out / f"{name}.png", **{"split": split, **inputs}))
     return paths

@@ -3,34 +3,33 @@
 Each class has ``from_spec(spec, dims)``: ``spec`` is the recipe's ``model`` section, ``dims``
 the sizes the data decides (``n_inputs``/``n_outputs``/``cardinalities`` for tables,
 ``vocab_size`` for text). The artifact's ``config.json`` stores ``dims`` so loading rebuilds the
-same module. A class may have ``check_spec(spec)`` for the names it looks up in a registry.
+same module. Entries are imported on first use: checking a recipe's names imports no torch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from tensorsmith.models.gpt import GPT
-from tensorsmith.models.linear import Linear
-from tensorsmith.models.mlp import MLP
+from tensorsmith.models.activations import ACTIVATIONS
 from tensorsmith.registry import Registry
 
-__all__ = ["MODELS", "build_model", "check_model"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["ACTIVATIONS", "MODELS", "build_model", "check_model"]
 
 MODELS: Registry[Any] = Registry("architecture", "model.arch")
-MODELS.register("linear", Linear)
-MODELS.register("mlp", MLP)
-MODELS.register("gpt", GPT)
+MODELS.register_lazy("linear", "tensorsmith.models.linear:Linear")
+MODELS.register_lazy("mlp", "tensorsmith.models.mlp:MLP")
+MODELS.register_lazy("gpt", "tensorsmith.models.gpt:GPT")
 
 
 def check_model(spec: Any) -> None:
-    """The recipe's model section names things that exist (no data needed)."""
-    cls = MODELS.get(spec.arch)
-    check = getattr(cls, "check_spec", None)
-    if check is not None:
-        check(spec)
+    """The recipe's model section names things that exist (no data, no torch needed)."""
+    MODELS.check(spec.arch)
+    activation = getattr(spec, "activation", None)
+    if activation is not None:
+        ACTIVATIONS.check(activation)
 
 
 def build_model(spec: Any, dims: dict[str, Any]) -> nn.Module:

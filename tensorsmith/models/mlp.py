@@ -11,16 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from tensorsmith.models.activations import ACTIVATIONS
 from tensorsmith.models.inputs import TabularInput, init_linear
-from tensorsmith.registry import Registry
 
 __all__ = ["ACTIVATIONS", "MLP"]
-
-ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation", "model.activation")
-ACTIVATIONS.register("sigmoid", nn.Sigmoid)
-ACTIVATIONS.register("tanh", nn.Tanh)
-ACTIVATIONS.register("relu", nn.ReLU)
-ACTIVATIONS.register("gelu", nn.GELU)
 
 
 class MLP(nn.Module):
@@ -46,7 +40,7 @@ class MLP(nn.Module):
             layers.append(linear)
             if batch_norm:
                 layers.append(nn.BatchNorm1d(size))
-            layers.append(ACTIVATIONS[activation]())
+            layers.append(ACTIVATIONS.get(activation)())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = size
@@ -54,11 +48,6 @@ class MLP(nn.Module):
         init_linear(out, init, activation)
         layers.append(out)
         self.net = nn.Sequential(*layers)
-
-    @classmethod
-    def check_spec(cls, spec: Any) -> None:
-        """What the recipe's names must be, before any data is read."""
-        ACTIVATIONS.get(spec.activation)
 
     @classmethod
     def from_spec(cls, spec: Any, dims: dict[str, Any]) -> MLP:

@@ -29,6 +29,11 @@ class Recipe(Strict):
 
     defaults: ClassVar[dict[str, Any]] = {}
     arch_default: ClassVar[str] = ""
+    # what the task computes and trains with: names in evaluation.METRICS and tasks.LOSSES (a
+    # test pins both); ``evaluate.metrics``, ``evaluate.gate`` and ``train.loss`` must use them
+    metric_names: ClassVar[tuple[str, ...]] = ()
+    key_metric: ClassVar[str] = ""
+    losses: ClassVar[tuple[str, ...]] = ()
 
     name: str = Field(pattern=NAME_PATTERN)
     task: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tensorsmith.recipe.base import DataSpec, Recipe
 from tensorsmith.recipe.models import GPTSpec
@@ -33,8 +33,18 @@ class CorpusData(DataSpec):
 class StepTrain(TrainSpec):
     max_steps: int = Field(default=2000, ge=1)
     batch_size: int = Field(default=12, ge=1)  # windows of block_size tokens per step
-    eval_every: int | None = Field(default=None, ge=1)  # steps between valid evaluations
+    # steps between valid evaluations (and checkpoints): by default a tenth of the run, so the
+    # learning curve has 11 points from step 0
+    eval_every: int | None = Field(default=None, ge=1)
     eval_batches: int | None = Field(default=50, ge=1)  # valid batches per evaluation
+
+    @model_validator(mode="after")
+    def _every(self) -> StepTrain:
+        if self.eval_every is None:
+            self.eval_every = max(1, self.max_steps // 10)
+        if self.checkpoint_every is None:
+            self.checkpoint_every = self.eval_every
+        return self
 
     @property
     def length(self) -> int:
@@ -46,13 +56,14 @@ class GenerationEvaluate(EvaluateSpec):
 
 
 class LanguageModelingRecipe(Recipe):
+    metric_names: ClassVar[tuple[str, ...]] = ("loss", "perplexity")
+    key_metric: ClassVar[str] = "perplexity"
     defaults: ClassVar[dict[str, Any]] = {
         "train": {
             "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.1, "betas": [0.9, 0.99]},
             "schedule": {"name": "cosine", "warmup_steps": 100, "min_lr": 1e-4},
             "grad_clip": 1.0,
-            "eval_every": 250,
-            "checkpoint_every": 250,
+            "precision": "auto",
         },
         "evaluate": {"metrics": ["loss", "perplexity"]},
     }

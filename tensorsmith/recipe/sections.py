@@ -93,7 +93,8 @@ class TrainSpec(Strict):
     early_stopping: EarlyStoppingSpec | None = None
     grad_clip: float | None = Field(default=None, gt=0.0)
     grad_accum: int = Field(default=1, ge=1)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # auto: bf16 where the CPU or GPU has bf16 matrix units (AMX, AVX-512 BF16), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
     compile: bool = False
     seed: int = 0
     checkpoint_every: int | None = Field(default=None, ge=1)  # epochs, or steps in step mode

@@ -72,6 +72,9 @@ def _linear_solver(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 class RegressionRecipe(Recipe):
+    metric_names: ClassVar[tuple[str, ...]] = ("rmse", "mae", "r2", "mape", "mse")
+    key_metric: ClassVar[str] = "r2"
+    losses: ClassVar[tuple[str, ...]] = ("mse", "mae", "huber")
     defaults: ClassVar[dict[str, Any]] = {
         "train": {"loss": "mse"},
         "evaluate": {"metrics": ["rmse", "mae", "r2", "mape"]},
@@ -89,6 +92,20 @@ class RegressionRecipe(Recipe):
 
 
 class ClassificationRecipe(Recipe):
+    metric_names: ClassVar[tuple[str, ...]] = (
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "roc_auc",
+        "log_loss",
+        "confusion_matrix",
+    )
+    key_metric: ClassVar[str] = "accuracy"
+    losses: ClassVar[tuple[str, ...]] = ("bce", "cross_entropy")
     defaults: ClassVar[dict[str, Any]] = {
         # the loss (bce for two classes, cross_entropy for more) is known at train time
         "evaluate": {"metrics": ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]},

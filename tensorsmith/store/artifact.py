@@ -18,15 +18,15 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from safetensors.torch import save_model
-from torch import nn
 
 from tensorsmith.errors import ModelNotFoundError, StoreError, did_you_mean
-from tensorsmith.tasks.files import damaged, read_json_file
-from tensorsmith.tasks.predictor import FORMAT
+from tensorsmith.tasks.files import FORMAT, damaged, read_json_file
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "Contents",
@@ -184,6 +184,8 @@ class Contents:
 
 def write_version(root: Path, name: str, contents: Contents) -> tuple[int, Path]:
     """Write one complete version (atomically) and return (version, path)."""
+    from safetensors.torch import save_model
+
     with new_version(root, name) as (version, tmp):
         (tmp / "recipe.yaml").write_text(contents.recipe_yaml, encoding="utf-8")
         save_model(contents.module, str(tmp / "model.safetensors"))

@@ -2,14 +2,18 @@
 
 ``TASKS`` maps a recipe's ``task`` to its :class:`~tensorsmith.tasks.base.Task`. A new task is
 a new file here and a line below (and its recipe class in ``recipe/``); nothing outside this
-package asks which task it holds.
+package asks which task it holds. Entries and names are imported on first use.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from tensorsmith.registry import Registry
-from tensorsmith.tasks.base import Batch, EvalSplit, LossOf, Outputs, Prepared, Task
-from tensorsmith.tasks.classification import ClassificationTask
-from tensorsmith.tasks.language_modeling import LanguageModelingTask
-from tensorsmith.tasks.regression import RegressionTask
+
+if TYPE_CHECKING:
+    from tensorsmith.tasks.base import Batch, EvalSplit, LossOf, Outputs, Prepared, Task
 
 __all__ = [
     "TASKS",
@@ -23,14 +27,18 @@ __all__ = [
 ]
 
 TASKS: Registry[type[Task]] = Registry("task", "task")
-TASKS.register("regression", RegressionTask)
-TASKS.register("classification", ClassificationTask)
-TASKS.register("language-modeling", LanguageModelingTask)
+TASKS.register_lazy("regression", "tensorsmith.tasks.regression:RegressionTask")
+TASKS.register_lazy("classification", "tensorsmith.tasks.classification:ClassificationTask")
+TASKS.register_lazy("language-modeling", "tensorsmith.tasks.language_modeling:LanguageModelingTask")
+_BASE = {"Batch", "EvalSplit", "LossOf", "Outputs", "Prepared", "Task"}
 
 
-def create_task(recipe: object) -> Task:
+def create_task(recipe: Any) -> Task:
     """The task of a parsed recipe, not yet fitted."""
-    from tensorsmith.recipe import Recipe
-
-    assert isinstance(recipe, Recipe)
     return TASKS.get(recipe.task)(recipe)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BASE:
+        return getattr(importlib.import_module("tensorsmith.tasks.base"), name)
+    raise AttributeError(f"module 'tensorsmith.tasks' has no attribute {name!r}")

@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from tensorsmith.errors import DataError, RecipeError
+from tensorsmith.errors import DataError
 from tensorsmith.recipe import Recipe
 
 __all__ = ["Batch", "EvalSplit", "LossOf", "Outputs", "Prepared", "Task"]
@@ -74,16 +74,6 @@ class Task(ABC):
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
-
-    @classmethod
-    def check(cls, recipe: Recipe) -> None:
-        """Checks that need no data (``tensorsmith validate`` runs them)."""
-        loss = getattr(recipe.train, "loss", None)
-        if loss is not None and cls.losses and loss not in cls.losses:
-            choices = ", ".join(cls.losses)
-            raise RecipeError(
-                f"train.loss '{loss}' does not fit task {cls.name}; choices: {choices}"
-            )
 
     # ------------------------------------------------------------------ data and state
 
@@ -148,9 +138,14 @@ class Task(ABC):
         """Bullet lines for the model card: what the model reads and what it was trained on."""
         return []
 
-    def card_sections(self, module: nn.Module) -> list[str]:
-        """Extra sections for the model card (generated samples, …)."""
+    def card_sections(self, module: nn.Module, outputs: Outputs | None, split: str) -> list[str]:
+        """Extra sections for the model card (generated samples, per-class scores …);
+        ``outputs`` are those of ``split``, the split the card reports (test, else valid)."""
         return []
+
+    def loss_label(self) -> str:
+        """What the training loss is, for the learning-curve axis ("MSE on log(price) …")."""
+        return "loss"
 
     def usage(self, ref: str) -> str:
         """The command that uses a stored version of this task."""

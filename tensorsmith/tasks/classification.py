@@ -9,6 +9,7 @@ import pandas as pd
 from torch import nn
 
 from tensorsmith.errors import RecipeError
+from tensorsmith.recipe import ClassificationRecipe
 from tensorsmith.tasks.base import Outputs
 from tensorsmith.tasks.table import TableTask
 
@@ -30,20 +31,9 @@ def probabilities(scores: np.ndarray) -> np.ndarray:
 class ClassificationTask(TableTask):
     name = "classification"
     target_kind = "label"
-    metric_names = (
-        "accuracy",
-        "precision",
-        "recall",
-        "f1",
-        "precision_macro",
-        "recall_macro",
-        "f1_macro",
-        "roc_auc",
-        "log_loss",
-        "confusion_matrix",
-    )
-    key_metric = "accuracy"
-    losses = ("bce", "cross_entropy")
+    metric_names = ClassificationRecipe.metric_names
+    key_metric = ClassificationRecipe.key_metric
+    losses = ClassificationRecipe.losses
 
     @property
     def labels(self) -> list[str]:
@@ -56,6 +46,46 @@ class ClassificationTask(TableTask):
                 f"train.loss bce is for two classes; the target has {k}: use cross_entropy"
             )
         return self.loss_name_ or ("bce" if k == 2 else "cross_entropy")
+
+    def loss_label(self) -> str:
+        name = "binary cross-entropy" if self._resolve_loss() == "bce" else "cross-entropy"
+        return name + (", class-weighted" if self.class_weights_ is not None else "")
+
+    def card_sections(self, module: nn.Module, outputs: Outputs | None, split: str) -> list[str]:
+        """The confusion matrix and per-class precision, recall and F1 of the reported split."""
+        if outputs is None or outputs.y_true is None or outputs.y_pred is None:
+            return []
+        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+        classes = self.preprocessor.classes
+        k = list(range(len(classes)))
+        cm = confusion_matrix(outputs.y_true, outputs.y_pred, labels=k)
+        p, r, f, n = precision_recall_fscore_support(
+            outputs.y_true, outputs.y_pred, labels=k, zero_division=0
+        )
+        lines = [
+            "## Per class",
+            "",
+            "| class | precision | recall | F1 | rows |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c} | {p[i]:.3f} | {r[i]:.3f} | {f[i]:.3f} | {int(n[i]):,} |"
+            for i, c in enumerate(classes)
+        ]
+        lines += [
+            "",
+            f"## Confusion matrix ({split} split; rows: true class, columns: predicted)",
+            "",
+        ]
+        lines += [
+            "| true \\ predicted | " + " | ".join(classes) + " |",
+            "|---|" + "---|" * len(classes),
+        ]
+        lines += [
+            f"| {c} | " + " | ".join(f"{v:,}" for v in cm[i]) + " |" for i, c in enumerate(classes)
+        ]
+        return [*lines, ""]
 
     def _n_outputs(self) -> int:
         return 1 if self._resolve_loss() == "bce" else self.preprocessor.n_classes
@@ -106,5 +136,6 @@ class ClassificationTask(TableTask):
                 "y": prep.encode_target(frame[prep.target]),
                 "feature_names": prep.features,
                 "labels": labels,
+                "split": "train",  # the points drawn are the train rows
             }
         return out

@@ -14,7 +14,9 @@ import yaml
 
 from tensorsmith.errors import StoreError
 
-__all__ = ["damaged", "read_json_file", "read_yaml_file"]
+__all__ = ["FORMAT", "damaged", "read_json_file", "read_yaml_file"]
+
+FORMAT = "tensorsmith/1"  # config.json "format": what a version folder holds and how to read it
 
 
 def damaged(path: Path, why: str) -> StoreError:

@@ -21,10 +21,10 @@ from torch import nn
 from tensorsmith.data.fingerprint import digest_text
 from tensorsmith.data.loading import StepFeed, Windows
 from tensorsmith.data.text import load_corpus, resolve_sources, split_corpus
-from tensorsmith.data.tokenizer import TOKENIZERS, TextTokenizer
+from tensorsmith.data.tokenizer import TextTokenizer
 from tensorsmith.data.tokens import check_length, encode_to_cache, eval_batches, open_tokens
 from tensorsmith.errors import DataError
-from tensorsmith.recipe import CorpusData, GPTSpec, Recipe, StepTrain
+from tensorsmith.recipe import CorpusData, GPTSpec, LanguageModelingRecipe, Recipe, StepTrain
 from tensorsmith.tasks.base import Batch, LossOf, Outputs, Prepared, Task
 from tensorsmith.tasks.files import read_json_file
 from tensorsmith.tasks.generation import (
@@ -59,8 +59,8 @@ def _token_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") 
 
 class LanguageModelingTask(Task):
     name = "language-modeling"
-    metric_names = ("loss", "perplexity")
-    key_metric = "perplexity"
+    metric_names = LanguageModelingRecipe.metric_names
+    key_metric = LanguageModelingRecipe.key_metric
     loop_metrics = ("perplexity",)
     verbs = ("generate",)
 
@@ -69,12 +69,6 @@ class LanguageModelingTask(Task):
         self.tokenizer_ = tokenizer
         self.cache: Path | None = None
         self._warnings: list[str] = []
-
-    @classmethod
-    def check(cls, recipe: Recipe) -> None:
-        super().check(recipe)
-        assert isinstance(recipe.data, CorpusData)
-        TOKENIZERS.get(recipe.data.tokenizer.kind)
 
     @property
     def data_spec(self) -> CorpusData:
@@ -204,7 +198,10 @@ class LanguageModelingTask(Task):
             f"{sizes.get('valid', 0):,} valid tokens",
         ]
 
-    def card_sections(self, module: nn.Module) -> list[str]:
+    def loss_label(self) -> str:
+        return "cross-entropy, nats per token"
+
+    def card_sections(self, module: nn.Module, outputs: Outputs | None, split: str) -> list[str]:
         n = int(getattr(self.recipe.evaluate, "samples", 0))
         if not n:
             return []

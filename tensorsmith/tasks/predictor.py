@@ -22,11 +22,9 @@ from tensorsmith.errors import RecipeError, StoreError
 from tensorsmith.models import build_model
 from tensorsmith.recipe import Recipe, parse_recipe
 from tensorsmith.tasks.base import Task
-from tensorsmith.tasks.files import damaged, read_json_file, read_yaml_file
+from tensorsmith.tasks.files import FORMAT, damaged, read_json_file, read_yaml_file
 
 __all__ = ["FORMAT", "Predictor"]
-
-FORMAT = "tensorsmith/1"  # config.json "format": what a version folder holds and how to read it
 
 
 class Predictor:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from tensorsmith.recipe import RegressionData
+from tensorsmith.recipe import RegressionData, RegressionRecipe
 from tensorsmith.tasks.base import Outputs
 from tensorsmith.tasks.table import TableTask
 
@@ -18,9 +18,15 @@ __all__ = ["RegressionTask"]
 class RegressionTask(TableTask):
     name = "regression"
     target_kind = "number"
-    metric_names = ("rmse", "mae", "r2", "mape", "mse")
-    key_metric = "r2"
-    losses = ("mse", "mae", "huber")
+    metric_names = RegressionRecipe.metric_names
+    key_metric = RegressionRecipe.key_metric
+    losses = RegressionRecipe.losses
+
+    def loss_label(self) -> str:
+        name = {"mse": "MSE", "mae": "MAE", "huber": "Huber loss"}.get(self._resolve_loss(), "loss")
+        target = self.preprocessor.target
+        shown = f"log({target})" if self._target_transform() == "log" else target
+        return f"{name} on {shown}, standardized"
 
     def _target_transform(self) -> str:
         assert isinstance(self.recipe.data, RegressionData)
@@ -44,5 +50,9 @@ class RegressionTask(TableTask):
         return out
 
     def plots(self, module: nn.Module, outputs: Outputs) -> dict[str, dict[str, Any]]:
-        pair = {"y_true": outputs.y_true, "y_pred": outputs.y_pred}
+        pair = {
+            "y_true": outputs.y_true,
+            "y_pred": outputs.y_pred,
+            "target": self.preprocessor.target,
+        }
         return {"predicted_vs_actual": pair, "residuals": pair}

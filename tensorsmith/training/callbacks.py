@@ -48,8 +48,13 @@ class EarlyStopping(Callback):
         self.wait += 1
         if self.wait > self.patience or math.isnan(value):
             control.stop = True
+            since = (
+                f"{self.wait} {state.unit}s"
+                if state.unit == "epoch"
+                else f"{self.wait} evaluations"
+            )
             control.stop_reason = (
-                f"{self.monitor} did not improve for {self.wait} evaluations"
+                f"{self.monitor} did not improve for {since}"
                 if not math.isnan(value)
                 else f"{self.monitor} is NaN"
             )

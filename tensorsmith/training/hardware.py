@@ -10,7 +10,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["cpu_name", "hardware", "library_versions", "peak_memory_bytes", "pick_device"]
+__all__ = [
+    "cpu_name",
+    "hardware",
+    "library_versions",
+    "native_bf16",
+    "peak_memory_bytes",
+    "pick_device",
+    "resolve_precision",
+]
 
 
 def pick_device() -> str:
@@ -27,6 +35,32 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: str) -> bool:
+    """Whether the device multiplies bf16 matrices in hardware: a GPU that supports bf16, or a
+    CPU with AMX (``amx_bf16``) or AVX-512 BF16 (``avx512_bf16``); elsewhere bf16 is emulated."""
+    if device == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+
+
+def resolve_precision(setting: str, device: str) -> str:
+    """``train.precision`` → "fp32" or "bf16" ("auto": bf16 where the hardware has it)."""
+    if setting != "auto":
+        return setting
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def hardware(device: str) -> dict[str, Any]:

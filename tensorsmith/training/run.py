@@ -19,8 +19,13 @@ from torch import nn
 from tensorsmith.models import build_model
 from tensorsmith.tasks import Prepared, Task
 from tensorsmith.training.callbacks import CheckpointSchedule, EarlyStopping
-from tensorsmith.training.hardware import hardware, library_versions, peak_memory_bytes
-from tensorsmith.training.mfu import peak_flops
+from tensorsmith.training.hardware import (
+    hardware,
+    library_versions,
+    peak_memory_bytes,
+    resolve_precision,
+)
+from tensorsmith.training.mfu import confirm_peak, peak_flops
 from tensorsmith.training.progress import Progress
 from tensorsmith.training.state import Callback
 from tensorsmith.training.trainer import Evaluate, FitResult, Trainer
@@ -93,10 +98,11 @@ def train_module(
     tokens = int(feed.tokens_per_sample)
     flops = _flops_per_sample(module, tokens)
     measured = callable(getattr(module, "flops_per_token", None))
-    precision = "bf16" if spec.precision == "bf16" else "fp32"
-    peak = peak_flops(device, precision, cache) if measured else 0.0
+    precision = resolve_precision(spec.precision, device)
+    threads = spec.threads or torch.get_num_threads()
+    peak = peak_flops(device, precision, cache, threads) if measured else 0.0
     callbacks = _callbacks(task, feed, console, monitor_mode, flops / tokens, peak)
-    trainer = Trainer(spec, callbacks, device, save)
+    trainer = Trainer(spec, callbacks, device, save, precision)
     groups_of = getattr(module, "optim_groups", None)
     groups = groups_of(spec.optimizer.weight_decay) if callable(groups_of) else None
     fit = trainer.fit(module, feed, task.loss(), evaluate, groups, resume)
@@ -110,7 +116,8 @@ def train_module(
         "flops_per_second": rate * flops,
         "parameters": _parameters(module),
         "peak_memory_bytes": peak_memory_bytes(device),
-        "precision": spec.precision,
+        "precision": precision,
+        "precision_setting": spec.precision,
         "stopped_early": fit.stopped_early,
         "stop_reason": fit.stop_reason,
         "best": fit.best_row,
@@ -124,6 +131,7 @@ def train_module(
         record["tokens_per_second"] = rate * tokens
         record["flops_per_token"] = flops / tokens
     if peak:
+        peak = confirm_peak(device, precision, cache, rate * flops, peak, threads)
         record["peak_flops"] = peak
-        record["mfu"] = rate * flops / peak
+        record["mfu"] = min(rate * flops / peak, 1.0)
     return Trained(module, fit, record)

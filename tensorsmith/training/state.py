@@ -28,6 +28,7 @@ class TrainState:
     epoch: int = 0
     step: int = 0
     samples: int = 0
+    batch: int = 0  # batches of the current epoch already trained on (epoch mode)
     history: list[dict[str, float]] = field(default_factory=list)
     best_row: dict[str, float] | None = None  # the restored best evaluation, if any
     resumed_from: int | None = None  # the epoch or step a resumed run continued from
@@ -44,6 +45,7 @@ class TrainControl:
     stop: bool = False
     stop_reason: str | None = None
     save: bool = False
+    interrupted: bool = False  # SIGINT / SIGTERM: stop at the next step, after a checkpoint
 
 
 class Callback:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +24,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from tensorsmith.errors import TrainingError
+from tensorsmith.errors import TrainingError, TrainingInterrupted
 from tensorsmith.recipe import TrainSpec
 from tensorsmith.training.optim import build_optimizer, build_schedule
 from tensorsmith.training.state import Callback, TrainControl, TrainState
@@ -32,6 +34,18 @@ __all__ = ["FitResult", "Trainer"]
 Batch = tuple[torch.Tensor, ...]
 LossOf = Callable[[nn.Module, Batch], torch.Tensor]
 Evaluate = Callable[[nn.Module], dict[str, float]]
+
+
+def _catch_signals(handler: Callable[[int, Any], None]) -> dict[int, Any]:
+    """Route SIGINT and SIGTERM to ``handler`` (main thread only); return the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 @dataclass
@@ -55,11 +69,13 @@ class Trainer:
         callbacks: Iterable[Callback] = (),
         device: str = "cpu",
         save: Callable[[dict[str, Any]], None] | None = None,
+        precision: str | None = None,
     ) -> None:
         self.spec = spec
         self.callbacks = list(callbacks)
         self.device = torch.device(device)
         self.save = save  # writes a checkpoint when a callback asks for one
+        self.precision = precision or spec.precision  # "fp32" or "bf16" ("auto" resolved)
 
     # ------------------------------------------------------------------ state
 
@@ -74,6 +90,7 @@ class Trainer:
             "epoch": s.epoch,
             "step": s.step,
             "samples": s.samples,
+            "batch": s.batch,
             "history": list(s.history),
             "elapsed": self.elapsed + time.perf_counter() - self._t0,
             "running": [float(self._loss_sum), self._loss_count],
@@ -90,6 +107,7 @@ class Trainer:
             self.plateau.load_state_dict(saved["plateau"])
         torch.set_rng_state(saved["rng"])
         s.epoch, s.step, s.samples = saved["epoch"], saved["step"], saved["samples"]
+        s.batch = int(saved.get("batch", 0))
         s.history = list(saved["history"])
         s.resumed_from = s.counter
         self.elapsed = float(saved["elapsed"])
@@ -112,10 +130,20 @@ class Trainer:
         threads = torch.get_num_threads()
         if self.spec.threads:
             torch.set_num_threads(self.spec.threads)
+        previous = _catch_signals(self._on_signal)
         try:
             return self._fit(model, feed, loss_of, evaluate, param_groups, resume)
         finally:
             torch.set_num_threads(threads)  # train.threads applies to this run only
+            _restore_signals(previous)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        """SIGINT / SIGTERM: finish the step, save a checkpoint, stop (a second Ctrl-C kills)."""
+        self.control.interrupted = True
+        self.control.stop = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    control = TrainControl()
 
     def _setup(self, model: nn.Module, feed: Any, param_groups: list[dict[str, Any]] | None) -> int:
         """Optimizer, schedules and state; returns the optimizer steps of the whole run."""
@@ -130,7 +158,6 @@ class Trainer:
             total_steps = spec.length
         self.scheduler, self.plateau = build_schedule(self.optimizer, spec.schedule, total_steps)
         self.state = TrainState(model, spec.length, feed.unit, feed.tokens_per_sample)
-        self.control = TrainControl()
         self.elapsed = 0.0
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
@@ -146,6 +173,7 @@ class Trainer:
         param_groups: list[dict[str, Any]] | None,
         resume: dict[str, Any] | None,
     ) -> FitResult:
+        self.control = TrainControl()
         self._setup(model, feed, param_groups)
         if resume is not None:
             self._load_state_dict(resume)
@@ -159,8 +187,11 @@ class Trainer:
         if feed.unit == "epoch":
             self._run_epochs(feed, forward)
         else:
+            self._evaluate_start()
             self._run_steps(feed, forward)
         elapsed = self.elapsed + time.perf_counter() - self._t0
+        if self.control.interrupted:
+            self._interrupted()
         for cb in self.callbacks:
             cb.on_fit_end(self.state, self.control)
         model.eval()
@@ -178,8 +209,35 @@ class Trainer:
             notes,
         )
 
+    def _interrupted(self) -> None:
+        for cb in self.callbacks:
+            cb.on_fit_end(self.state, self.control)
+        s = self.state
+        where = f"step {s.step}" + (f" (epoch {s.epoch + 1}, batch {s.batch})" if s.batch else "")
+        if self.save is None:
+            raise TrainingInterrupted(f"interrupted at {where}; nothing was saved")
+        self.save(self.state_dict())
+        raise TrainingInterrupted(
+            f"interrupted at {where}: saved a checkpoint at step {s.step}; "
+            "`tensorsmith train RECIPE --resume` continues from it"
+        )
+
+    def _evaluate_start(self) -> None:
+        """Step mode: evaluate the untrained model once, so the curve starts at step 0."""
+        if self._evaluate is None or self.state.history or self.state.step:
+            return
+        model = self.state.model
+        model.eval()
+        with torch.no_grad(), self._autocast():
+            row = {"step": 0.0, **self._evaluate(model)}
+        model.train()
+        row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        self.state.history.append(row)
+        for cb in self.callbacks:
+            cb.on_eval_end(self.state, self.control, row)
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.spec.precision == "bf16":
+        if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -251,9 +309,9 @@ class Trainer:
 
     def _run_epochs(self, feed: Any, forward: LossOf) -> None:
         accum, n_batches, s = self.spec.grad_accum, len(feed), self.state
-        step_callbacks, closure = self._step_callbacks, self._closure
-        while s.epoch < s.total and not self.control.stop:
-            for i, batch in enumerate(feed.batches(s.epoch)):
+        step_callbacks, closure, control = self._step_callbacks, self._closure, self.control
+        while s.epoch < s.total and not control.stop:
+            for i, batch in enumerate(feed.batches(s.epoch, s.batch), start=s.batch):
                 if closure:
                     self._closure_step(forward, batch)
                 else:
@@ -261,16 +319,20 @@ class Trainer:
                     if accum > 1 and (i + 1) % accum and i + 1 != n_batches:
                         continue
                     self._optimizer_step()
+                s.batch = i + 1
                 for cb in step_callbacks:
-                    cb.on_step_end(s, self.control, self._loss_sum)
+                    cb.on_step_end(s, control, self._loss_sum)
+                if control.interrupted:
+                    return
             s.epoch += 1
+            s.batch = 0
             self._end_period({"epoch": float(s.epoch)})
 
     def _run_steps(self, feed: Any, forward: LossOf) -> None:
         accum, s = self.spec.grad_accum, self.state
         eval_every = int(getattr(self.spec, "eval_every", None) or s.total)
         batches: Iterator[Batch] = feed.stream(s.step * accum)
-        while s.step < s.total and not self.control.stop:
+        while s.step < s.total and not self.control.stop and not self.control.interrupted:
             for _ in range(accum):
                 self._micro(forward, next(batches), accum)
             self._optimizer_step()
