@@ -39,7 +39,6 @@ def models(name: str | None = None, store: str | None = None) -> list[dict[str, 
     return listing(name, store)
 
 
-
 def __getattr__(name: str) -> _typing.Any:
     if name in _API:
         return getattr(_importlib.import_module("tensorsmith.api"), name)

@@ -53,6 +53,10 @@ def _readable_ticks(ax: Any) -> None:
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":  # 0.03, 0.1, 0.6 rather than 3×10⁻², 10⁻¹, 6×10⁻¹
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(FuncFormatter(_minor_log_label))
+            continue
         if axis.get_scale() != "linear":
             continue
         axis.set_major_locator(MaxNLocator(nbins=6))
@@ -62,6 +66,18 @@ def _readable_ticks(ax: Any) -> None:
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2e}"))
         elif largest >= 10_000:
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+
+
+def _minor_log_label(value: float, _: Any) -> str:
+    """Label 2, 3 and 5 × 10ⁿ between the decades of a log axis, leave the others bare."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value))
+    return (
+        f"{value:g}"
+        if round(mantissa) in (2, 3, 5) and abs(mantissa - round(mantissa)) < 1e-6
+        else ""
+    )
 
 
 def _titled(ax: Any, title: str, split: str | None) -> None:
