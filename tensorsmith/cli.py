@@ -16,7 +16,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tensorsmith.errors import GateFailed, ModelNotFoundError, TensorsmithError, did_you_mean
+from tensorsmith.errors import (
+    GateFailed,
+    ModelNotFoundError,
+    RecipeError,
+    TensorsmithError,
+    did_you_mean,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -25,7 +31,9 @@ app = typer.Typer(
     help="tensorsmith: from data to a trained, evaluated, stored neural network.",
 )
 # soft_wrap: a long line (a path, a note) is never broken in two, so piped logs stay greppable
-out = Console(highlight=False, soft_wrap=True)
+# piped, a table row stays one line (rich would fit it to 80 columns): grep sees whole records
+_PIPED = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
+out = Console(highlight=False, soft_wrap=True, width=_PIPED)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -233,12 +241,26 @@ def generate(
 @app.command()
 @_guarded
 def models(
-    name: Annotated[str | None, typer.Argument()] = None, store: Store = None, debug: Debug = False
+    name: Annotated[str | None, typer.Argument()] = None,
+    lineage: Annotated[
+        bool, typer.Option("--lineage", help="the chain of parents of NAME (or NAME@N)")
+    ] = False,
+    store: Store = None,
+    debug: Debug = False,
 ) -> None:
-    """List the stored models: name, version, task, arch, key metric, gate, date."""
+    """List the stored models: name, version, task, arch, key metric, gate, date, aliases."""
     from tensorsmith import api
 
-    rows = api.models(name, store)
+    if lineage:
+        if name is None:
+            raise RecipeError("--lineage needs a model: `tensorsmith models NAME --lineage`")
+        for depth, link in enumerate(api.lineage(name, store)):
+            note = " (gone)" if link.get("missing") else ""
+            kind = f"  [{link['kind']}]" if link.get("kind") not in (None, "store") else ""
+            prefix = "  " * (depth - 1) + "└─ " if depth else ""
+            out.print(f"{prefix}{link['ref']}{note}{kind}", markup=False)
+        return
+    rows = api.models(name.partition("@")[0] if name else None, store)
     if not rows:
         everything = api.models(None, store) if name is not None else []
         if everything:
@@ -250,6 +272,8 @@ def models(
         out.print("no models yet; train one with `tensorsmith train RECIPE`")
         return
     columns = ["name", "version", "task", "arch", "metric", "gate", "date"]
+    if any(row["aliases"] for row in rows):
+        columns.append("aliases")
     if any(row["status"] != "ok" for row in rows):
         columns.append("status")
     table = Table()
@@ -262,6 +286,24 @@ def models(
     for row in rows:
         table.add_row(*(str(row[c]) for c in columns))
     out.print(table)
+
+
+@app.command()
+@_guarded
+def promote(
+    model: Annotated[str, typer.Argument(help="NAME@N (or NAME for the latest version)")],
+    alias: Annotated[str, typer.Option(help="the alias to set")] = "production",
+    store: Store = None,
+    debug: Debug = False,
+) -> None:
+    """Point an alias of a model (default: production) at a version; NAME@alias resolves."""
+    from tensorsmith import api
+
+    done = api.promote(model, alias, store)
+    out.print(f"{done['name']}@{alias} → version {done['version']}")
+    gate = done.get("gate")
+    if gate and not gate.get("passed"):
+        err.print(f"warning: version {done['version']} did not pass its quality gate")
 
 
 def _resume_argument(argv: list[str]) -> list[str]:

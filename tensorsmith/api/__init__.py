@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tensorsmith.api.listing import models
+    from tensorsmith.api.listing import lineage, models, promote
     from tensorsmith.api.model import Model
     from tensorsmith.api.recipes import check_recipe, init_recipe, validate
     from tensorsmith.api.training import train
@@ -29,9 +29,11 @@ __all__ = [
     "evaluate",
     "generate",
     "init_recipe",
+    "lineage",
     "load",
     "models",
     "predict",
+    "promote",
     "train",
     "validate",
 ]
@@ -45,6 +47,8 @@ _WHERE = {
     "generate": "use",
     "load": "use",
     "models": "listing",
+    "promote": "listing",
+    "lineage": "listing",
     "predict": "use",
 }
 

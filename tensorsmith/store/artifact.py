@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tensorsmith.errors import ModelNotFoundError, StoreError, did_you_mean
+from tensorsmith.store.aliases import read_aliases
 from tensorsmith.tasks.files import FORMAT, damaged, read_json_file
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ def write_version(root: Path, name: str, contents: Contents) -> tuple[int, Path]
 
 
 def resolve(ref: str, root: Path) -> Path:
-    """``NAME`` (latest), ``NAME@N``, or the path of a version directory."""
+    """``NAME`` (latest), ``NAME@N``, ``NAME@alias``, or the path of a version directory."""
     as_path = Path(ref)
     if (as_path / "config.json").is_file() or (as_path / "model.safetensors").is_file():
         return as_path
@@ -233,7 +234,17 @@ def resolve(ref: str, root: Path) -> Path:
         )
     if not version:
         return root / name / str(versions[-1])
-    if not version.isdigit() or int(version) not in versions:
+    if not version.isdigit():
+        aliases = read_aliases(root / name)
+        if version not in aliases:
+            known = ", ".join(f"{a} → {v}" for a, v in sorted(aliases.items())) or "none"
+            numbers = ", ".join(map(str, versions))
+            raise ModelNotFoundError(
+                f"model '{name}' has no version or alias '{version}' in store {root}"
+                f"{did_you_mean(version, aliases) or ';'} versions: {numbers}; aliases: {known}"
+            )
+        version = str(aliases[version])
+    if int(version) not in versions:
         raise ModelNotFoundError(
             f"model '{name}' has no version '{version}' in store {root}; versions: "
             f"{', '.join(map(str, versions))}"
@@ -244,7 +255,7 @@ def resolve(ref: str, root: Path) -> Path:
 def _version_row(name: str, version: int, path: Path) -> dict[str, Any]:
     """What ``tensorsmith models`` shows of one version; a damaged one is marked, not hidden."""
     row: dict[str, Any] = {"name": name, "version": version, "path": str(path), "status": "ok"}
-    row.update(task="", arch="", metric="", gate="", date="")
+    row.update(task="", arch="", metric="", gate="", date="", aliases="")
     try:
         config = read_json_file(path / "config.json")
         run = read_json_file(path / "run.json")
@@ -264,7 +275,7 @@ def _version_row(name: str, version: int, path: Path) -> dict[str, Any]:
         arch=config.get("arch", ""),
         metric=f"{split} {key} {value:.4g}" if isinstance(value, float) else "",
         gate="" if not gate else ("passed" if gate.get("passed") else "failed"),
-        date=str(run.get("finished_at", ""))[:19].replace("T", " "),
+        date=str(run.get("finished_at", ""))[:16].replace("T", " "),
     )
     return row
 
@@ -273,9 +284,13 @@ def list_models(root: Path, name: str | None = None) -> list[dict[str, Any]]:
     """One row per stored version: name, version, task, arch, key metric, gate, date, status."""
     if not root.is_dir():
         return []
-    return [
-        _version_row(folder.name, version, folder / str(version))
-        for folder in sorted(p for p in root.iterdir() if p.is_dir())
-        if name is None or folder.name == name
-        for version in _versions(folder)
-    ]
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if name is not None and folder.name != name:
+            continue
+        aliases = read_aliases(folder)
+        for version in _versions(folder):
+            row = _version_row(folder.name, version, folder / str(version))
+            row["aliases"] = ", ".join(a for a, v in sorted(aliases.items()) if v == version)
+            rows.append(row)
+    return rows
