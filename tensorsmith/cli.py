@@ -147,6 +147,10 @@ def train(
     from tensorsmith import api
 
     model = api.train(recipe, set_, store=store, resume=run_id or resume, console=out)
+    _exit_on_failed_gate(model)
+
+
+def _exit_on_failed_gate(model: Any) -> None:
     gate = model.run.get("gate")
     if gate and not gate["passed"]:
         failed = [c for c in gate["conditions"] if not c["passed"]]
@@ -155,6 +159,31 @@ def train(
             f"the quality gate did not hold ({shown}); {model.name} is stored, marked as "
             "failed; exit code 3"
         )
+
+
+@app.command()
+@_guarded
+def finetune(
+    recipe: Path,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="the starting model: NAME, NAME@N, NAME@alias, a version folder, or a Hugging "
+            "Face checkpoint folder (default: finetune.from)",
+        ),
+    ] = None,
+    set_: Sets = None,
+    store: Store = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted fine-tune")] = False,
+    run_id: Annotated[str | None, typer.Option("--run-id", hidden=True)] = None,
+    debug: Debug = False,
+) -> None:
+    """Fine-tune from --from in rounds until the recipe's gate holds (exit 3 when it never does)."""
+    from tensorsmith import api
+
+    model = api.finetune(recipe, source, set_, store=store, resume=run_id or resume, console=out)
+    _exit_on_failed_gate(model)
 
 
 @app.command()

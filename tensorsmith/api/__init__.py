@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tensorsmith.api.finetuning import finetune
     from tensorsmith.api.listing import lineage, models, promote
     from tensorsmith.api.model import Model
     from tensorsmith.api.recipes import check_recipe, init_recipe, validate
@@ -27,6 +28,7 @@ __all__ = [
     "Model",
     "check_recipe",
     "evaluate",
+    "finetune",
     "generate",
     "init_recipe",
     "lineage",
@@ -43,6 +45,7 @@ _WHERE = {
     "init_recipe": "recipes",
     "validate": "recipes",
     "train": "training",
+    "finetune": "finetuning",
     "evaluate": "use",
     "generate": "use",
     "load": "use",

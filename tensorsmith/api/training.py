@@ -11,15 +11,17 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from tensorsmith.api.finetuning import Extras, fine_tune, promote_passed
 from tensorsmith.api.model import Model
 from tensorsmith.api.recipes import RecipeLike, validate
 from tensorsmith.data.fingerprint import fingerprint
 from tensorsmith.errors import RecipeError
 from tensorsmith.evaluation.evaluate import Evaluator
-from tensorsmith.evaluation.gate import GateResult, check_gate, parse_gate
+from tensorsmith.evaluation.gate import ConditionResult, GateResult, check_gate, parse_gate
 from tensorsmith.evaluation.metrics import MetricValue, monitor_mode
 from tensorsmith.evaluation.plots import draw_plots
 from tensorsmith.evaluation.report import format_gate, model_card, print_metrics
+from tensorsmith.finetune.start import Start
 from tensorsmith.recipe import Recipe, recipe_to_yaml
 from tensorsmith.store.artifact import (
     Contents,
@@ -58,15 +60,33 @@ def train(
     ``resume``: True continues the newest interrupted run of the recipe's name, a run id that
     run; the checkpoint's fixed keys and the data must be unchanged.
     """
-    started = time.perf_counter()
     parsed = validate(recipe, overrides)
+    if parsed.finetune is not None:
+        raise RecipeError(
+            "this recipe has a finetune section: fine-tune it with `tensorsmith finetune "
+            "RECIPE`, or remove the section to train from scratch"
+        )
+    return run_recipe(parsed, store, resume, console)
+
+
+def run_recipe(
+    parsed: Recipe,
+    store: str | Path | None,
+    resume: bool | str,
+    console: Console | None,
+    start: Start | None = None,
+) -> Model:
+    """Train (or, from ``start``, fine-tune) a checked recipe into a new stored version."""
+    started = time.perf_counter()
     root = store_root(store)
     check_writable(root)
     out = console or Console(highlight=False)
     task = create_task(parsed)
+    if start is not None and start.task is not None:
+        task.inherit(start.task)
     run, state = _open_run(root, task, resume, out)
     try:
-        model = _train_run(root, task, run, state, out, started)
+        model = _train_run(root, task, run, state, out, started, start)
     except BaseException:
         run.release()  # the checkpoint stays for --resume
         raise
@@ -100,30 +120,29 @@ def _train_run(
     state: dict[str, Any] | None,
     out: Console,
     started: float,
+    start: Start | None,
 ) -> Model:
     recipe = task.recipe
     prepared = task.prepare(root / ".cache", out)
     data = fingerprint(task.data_files(), prepared.split_digests)
     run.record_data(data)
-    for note in prepared.notes:
+    for note in [*(start.notes if start else []), *prepared.notes]:
         out.print(f"{recipe.name}: {note}", markup=False)
     monitor, mode = _monitor(task, prepared)
     evaluator = Evaluator(task, prepared.splits, recipe.evaluate.metrics, monitor)
-    trained = train_module(
-        task,
-        prepared,
-        evaluator.in_loop if evaluator.has_valid else None,
-        out,
-        root / ".cache",
-        state,
-        run.save,
-        mode,
-    )
-    metrics = evaluator.final(trained.module)
-    gate = _gate(task, metrics)
-    extra = {"data.json": data}
-    version, path = _store(root, task, prepared, trained, evaluator, metrics, gate, started, extra)
+    extras = Extras(files={"data.json": data})
+    if start is None:
+        trained = train_module(
+            task, prepared, evaluator.in_loop if evaluator.has_valid else None, out,
+            root / ".cache", state, run.save, mode,
+        )  # fmt: skip
+    else:
+        trained = fine_tune(task, prepared, start, evaluator, out, root, run, state, mode, extras)
+    metrics = evaluator.final(trained.module)  # the test split: evaluated once, here
+    gate = _gate(task, metrics, extras.valid_passed)
+    version, path = _store(root, task, prepared, trained, evaluator, metrics, gate, started, extras)
     _report(out, task, trained, metrics, gate, version, path)
+    promote_passed(root, task, gate, version, out)
     return Model(Predictor.load(path))
 
 
@@ -132,11 +151,19 @@ def _judged(metrics: dict[str, Any]) -> str:
     return "test" if "test" in metrics else "valid"
 
 
-def _gate(task: Task, metrics: dict[str, dict[str, MetricValue]]) -> GateResult | None:
+def _gate(
+    task: Task, metrics: dict[str, dict[str, MetricValue]], valid_passed: bool | None = None
+) -> GateResult | None:
+    """The gate on the test split (valid without one); a fine-tune whose rounds never passed
+    on valid fails it whatever the test split says."""
     if not task.recipe.evaluate.gate:
         return None
     conditions = parse_gate(task.recipe.evaluate.gate, task.metric_names, task.name)
-    return check_gate(conditions, metrics.get(_judged(metrics), {}))
+    result = check_gate(conditions, metrics.get(_judged(metrics), {}))
+    if valid_passed is False:
+        reason = "no fine-tuning round passed the gate on the valid split"
+        result = GateResult([*result.results, ConditionResult(conditions[0], None, False, reason)])
+    return result
 
 
 def _artifact_recipe(recipe: Recipe) -> str:
@@ -159,7 +186,7 @@ def _store(
     metrics: dict[str, dict[str, MetricValue]],
     gate_result: GateResult | None,
     started: float,
-    extra: dict[str, Any],
+    extras: Extras,
 ) -> tuple[int, Path]:
     recipe = task.recipe
     gate = gate_result.to_dict() if gate_result is not None else None
@@ -175,10 +202,11 @@ def _store(
         "gate": gate,
         "parent": None,
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **extras.run,
     }
     judged = _judged(metrics)
     shown = evaluator.outputs.get(judged)
-    plots = task.plots(trained.module, shown) if shown is not None else {}
+    plots = {**(task.plots(trained.module, shown) if shown is not None else {}), **extras.plots}
     draw = partial(
         draw_plots,
         history=trained.fit.history,
@@ -191,7 +219,7 @@ def _store(
         recipe_yaml=_artifact_recipe(recipe),
         module=trained.module,
         config={"task": task.name, "arch": recipe.model.arch, "dims": prepared.dims},
-        files={**task.state(), "metrics.json": metrics, **extra},
+        files={**task.state(), "metrics.json": metrics, **extras.files},
         history=trained.fit.history,
         run=run,
         plots=draw if recipe.evaluate.plots else None,

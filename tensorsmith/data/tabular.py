@@ -134,8 +134,10 @@ def load_tabular(
     resolve: Callable[[str], Path],
     target_kind: str,
     target_transform: str = "none",
+    base: Preprocessor | None = None,
 ) -> TabularData:
-    """Read a recipe's table, check it, split it and fit preprocessing on the train split."""
+    """Read a recipe's table, check it, split it and fit preprocessing on the train split
+    (or, fine-tuning, reuse ``base``: the parent's fitted features, a target fitted anew)."""
     target = data.target
     file = resolve(data.source).name
     if data.split.train is None:  # the whole table: rows are named as they are in the file
@@ -143,6 +145,10 @@ def load_tabular(
     frames = read_splits(data, resolve, stratify=target_kind == "label")
     df = frames["train"]
     check_target(df, target, target_kind, file)
+    if base is not None:
+        prep, notes = _inherited(base, frames, file)
+        encoded = {name: prep.transform(frame) for name, frame in frames.items()}
+        return TabularData(frames, prep, encoded, [], notes)
     features = data.features or [c for c in df.columns if c != target]
     if data.features:
         check_columns(df, features, "data.features", file)
@@ -178,6 +184,30 @@ def load_tabular(
             "rescale them, or set data.scale: minmax"
         )
     return TabularData(frames, prep, encoded, dropped, notes)
+
+
+def _inherited(
+    base: Preprocessor, frames: dict[str, pd.DataFrame], file: str
+) -> tuple[Preprocessor, list[str]]:
+    """The parent's fitted features; the target fitted on this data (new labels, new scale)."""
+    train = frames["train"]
+    for frame in frames.values():
+        if len(frame):
+            check_columns(frame, base.features, "features the parent model was trained on", file)
+    prep = Preprocessor.from_dict(base.to_dict())
+    prep.target_ = prep._fit_target(train[prep.target])
+    notes = []
+    unused = [c for c in train.columns if c not in base.features and c != prep.target]
+    if unused:
+        notes.append(
+            f"columns {', '.join(unused)} are not used: the parent model was trained without them"
+        )
+    new = sorted(set(prep.classes) - set(base.classes)) if base.classes else []
+    if new:
+        notes.append(
+            f"labels the parent never saw: {', '.join(new)}; the output layer starts fresh"
+        )
+    return prep, notes
 
 
 def _dirty_numbers(frames: dict[str, pd.DataFrame], columns: list[str], strict: bool) -> list[str]:

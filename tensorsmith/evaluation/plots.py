@@ -31,6 +31,7 @@ __all__ = [
     "plot_predicted_vs_actual",
     "plot_residuals",
     "plot_roc",
+    "plot_rounds",
 ]
 
 DPI = 150
@@ -394,6 +395,31 @@ def _confusion_from_labels(
     return plot_confusion_matrix(counts, labels, path, split)
 
 
+def plot_rounds(
+    values: Sequence[float],
+    metric: str,
+    op: str,
+    threshold: float,
+    path: PathLike,
+    split: str | None = None,
+) -> Path:
+    """A fine-tune's gate metric after each round (on the valid split) against its threshold."""
+    rounds = np.arange(1, len(values) + 1)
+    fig = _figure(WIDTH, HEIGHT, layout="tight")
+    ax = fig.add_subplot()
+    ax.plot(rounds, values, marker="o", label=f"valid {metric}")
+    ax.axhline(
+        threshold, color="tab:red", linestyle="--", label=f"gate: {metric} {op} {threshold:g}"
+    )
+    ax.set_xticks(rounds)
+    ax.set_xlabel("round")
+    ax.set_ylabel(metric)
+    _titled(ax, f"{metric} per fine-tuning round", "valid")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
 # name → fn(path=…, **inputs); a task names the plots it wants and gives their inputs
 PLOTS: Registry[Callable[..., Path]] = Registry("plot", "plots")
 PLOTS.register("predicted_vs_actual", plot_predicted_vs_actual)
@@ -401,6 +427,7 @@ PLOTS.register("residuals", plot_residuals)
 PLOTS.register("confusion_matrix", _confusion_from_labels)
 PLOTS.register("roc", plot_roc)
 PLOTS.register("decision_boundary", plot_decision_boundary)
+PLOTS.register("rounds", plot_rounds)
 
 
 def draw_plots(

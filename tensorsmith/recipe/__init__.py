@@ -10,6 +10,7 @@ No torch import here: this is layer L0.
 """
 
 from tensorsmith.recipe.base import DataSpec, Recipe
+from tensorsmith.recipe.finetune import FinetuneSpec, LoraSpec, RoundPolicy
 from tensorsmith.recipe.language import CorpusData, LanguageModelingRecipe, StepTrain
 from tensorsmith.recipe.models import GPTSpec, LinearSpec, MLPSpec, ModelSpec
 from tensorsmith.recipe.parse import (
@@ -45,15 +46,18 @@ __all__ = [
     "DataSpec",
     "EarlyStoppingSpec",
     "EvaluateSpec",
+    "FinetuneSpec",
     "GPTSpec",
     "LanguageModelingRecipe",
     "LinearSpec",
+    "LoraSpec",
     "MLPSpec",
     "ModelSpec",
     "OptimizerSpec",
     "Recipe",
     "RegressionData",
     "RegressionRecipe",
+    "RoundPolicy",
     "ScheduleSpec",
     "SplitSpec",
     "StepTrain",

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from tensorsmith.recipe.finetune import FinetuneSpec
 from tensorsmith.recipe.models import ModelSpec
 from tensorsmith.recipe.sections import EvaluateSpec, Strict, TrainSpec
 
@@ -41,6 +42,7 @@ class Recipe(Strict):
     model: ModelSpec
     train: TrainSpec
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    finetune: FinetuneSpec | None = None  # only with `tensorsmith finetune`
     # where relative paths resolve; not part of the YAML
     base_dir: Path = Field(default=Path("."), exclude=True)
 

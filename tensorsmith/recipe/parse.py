@@ -149,7 +149,7 @@ def parse_recipe(
 ) -> Recipe:
     """Validate a recipe given as a dict (already loaded YAML) with optional overrides."""
     if isinstance(raw, Recipe):
-        raw = raw.model_dump(mode="json")
+        raw = raw.model_dump(mode="json", by_alias=True)
     if not isinstance(raw, dict):
         raise RecipeError(
             f"recipe {source} must be a mapping of keys (name, task, data, model, train, "
@@ -183,7 +183,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 def recipe_to_yaml(recipe: Recipe) -> str:
     """The fully resolved recipe as YAML (what ``validate`` prints and the artifact stores)."""
-    data = recipe.model_dump(mode="json", exclude={"base_dir"})
+    data = recipe.model_dump(mode="json", exclude={"base_dir"}, by_alias=True)
+    if data.get("finetune") is None:
+        data.pop("finetune", None)  # only a fine-tune's recipe has the section
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 

@@ -74,6 +74,14 @@ class Task(ABC):
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
+        self.parent_: Task | None = None
+
+    def inherit(self, parent: Task) -> None:
+        """A fine-tune: ``prepare`` reuses the parent's fitted state (its preprocessing, its
+        tokenizer) instead of fitting its own, so the parent's weights read the same inputs."""
+        if type(parent) is not type(self):
+            raise DataError(f"a {self.name} model cannot inherit from a {parent.name} model")
+        self.parent_ = parent
 
     # ------------------------------------------------------------------ data and state
 

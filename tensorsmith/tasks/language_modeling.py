@@ -117,9 +117,18 @@ class LanguageModelingTask(Task):
         self.cache = cache / "tokens"
         texts = self.read_splits()
         spec = self.data_spec
-        self.tokenizer_ = TextTokenizer.train(
-            spec.tokenizer.kind, [texts["train"]], spec.tokenizer.vocab_size
-        )
+        if isinstance(self.parent_, LanguageModelingTask):  # a fine-tune reads as its parent
+            self.tokenizer_ = self.parent_.tokenizer
+            unknown = self.tokenizer.unknown_chars(texts["train"])
+            if unknown:
+                shown = ", ".join(repr(c) for c in sorted(unknown)[:10])
+                self._warnings.append(
+                    f"characters the parent's tokenizer never saw become its unknown token: {shown}"
+                )
+        else:
+            self.tokenizer_ = TextTokenizer.train(
+                spec.tokenizer.kind, [texts["train"]], spec.tokenizer.vocab_size
+            )
         train_tokens = self._tokens(texts["train"])
         batch = self.train_spec.batch_size
         check_length(len(train_tokens), self.block_size, batch, "train")

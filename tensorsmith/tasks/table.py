@@ -91,8 +91,9 @@ class TableTask(Task):
     # ------------------------------------------------------------------ data
 
     def prepare(self, cache: Path, console: Console) -> Prepared:
+        base = self.parent_.preprocessor if isinstance(self.parent_, TableTask) else None
         data = load_tabular(
-            self.data_spec, self.recipe.path, self.target_kind, self._target_transform()
+            self.data_spec, self.recipe.path, self.target_kind, self._target_transform(), base
         )
         self.preprocessor_ = data.preprocessor
         notes = list(data.notes)

@@ -30,7 +30,10 @@ from tensorsmith.training.progress import Progress
 from tensorsmith.training.state import Callback
 from tensorsmith.training.trainer import Evaluate, FitResult, Trainer
 
-__all__ = ["Trained", "train_module"]
+__all__ = ["Adapt", "Trained", "train_module"]
+
+# a fine-tune's hook: the freshly built module → (the module to train, its optimizer groups)
+Adapt = Callable[[nn.Module], tuple[nn.Module, list[dict[str, Any]] | None]]
 
 
 @dataclass
@@ -86,14 +89,19 @@ def train_module(
     resume: dict[str, Any] | None = None,
     save: Callable[[dict[str, Any]], None] | None = None,
     monitor_mode: str | None = None,
-    initial: dict[str, torch.Tensor] | None = None,
+    adapt: Adapt | None = None,
 ) -> Trained:
-    """Build the module, train it with the task's loss, and measure the run."""
+    """Build the module, train it with the task's loss, and measure the run.
+
+    ``adapt`` (a fine-tune's start) takes the new module and returns the module to train (its
+    weights loaded, layers frozen or wrapped in adapters) and its optimizer groups.
+    """
     recipe, spec, feed = task.recipe, task.recipe.train, prepared.train
     torch.manual_seed(spec.seed)
     module = build_model(recipe.model, prepared.dims)
-    if initial is not None:
-        module.load_state_dict(initial, strict=False)
+    groups = None
+    if adapt is not None:
+        module, groups = adapt(module)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokens = int(feed.tokens_per_sample)
     flops = _flops_per_sample(module, tokens)
@@ -104,7 +112,8 @@ def train_module(
     callbacks = _callbacks(task, feed, console, monitor_mode, flops / tokens, peak)
     trainer = Trainer(spec, callbacks, device, save, precision)
     groups_of = getattr(module, "optim_groups", None)
-    groups = groups_of(spec.optimizer.weight_decay) if callable(groups_of) else None
+    if groups is None and callable(groups_of):
+        groups = groups_of(spec.optimizer.weight_decay)
     fit = trainer.fit(module, feed, task.loss(), evaluate, groups, resume)
     module = module.cpu().eval()
     rate = fit.samples / fit.train_seconds if fit.train_seconds > 0 else 0.0
@@ -115,6 +124,7 @@ def train_module(
         "samples_per_second": rate,
         "flops_per_second": rate * flops,
         "parameters": _parameters(module),
+        "trainable_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
         "peak_memory_bytes": peak_memory_bytes(device),
         "precision": precision,
         "precision_setting": spec.precision,
