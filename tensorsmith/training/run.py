@@ -116,6 +116,25 @@ def train_module(
         groups = groups_of(spec.optimizer.weight_decay)
     fit = trainer.fit(module, feed, task.loss(), evaluate, groups, resume)
     module = module.cpu().eval()
+    record = _record(module, fit, spec, device, precision, flops, tokens)
+    if peak:
+        rate = record["samples_per_second"]
+        peak = confirm_peak(device, precision, cache, rate * flops, peak, threads)
+        record["peak_flops"] = peak
+        record["mfu"] = min(rate * flops / peak, 1.0)
+    return Trained(module, fit, record)
+
+
+def _record(
+    module: nn.Module,
+    fit: FitResult,
+    spec: Any,
+    device: str,
+    precision: str,
+    flops: float,
+    tokens: int,
+) -> dict[str, Any]:
+    """What the run measured, for run.json."""
     rate = fit.samples / fit.train_seconds if fit.train_seconds > 0 else 0.0
     record: dict[str, Any] = {
         "train_seconds": fit.train_seconds,
@@ -140,8 +159,4 @@ def train_module(
     if tokens > 1:
         record["tokens_per_second"] = rate * tokens
         record["flops_per_token"] = flops / tokens
-    if peak:
-        peak = confirm_peak(device, precision, cache, rate * flops, peak, threads)
-        record["peak_flops"] = peak
-        record["mfu"] = min(rate * flops / peak, 1.0)
-    return Trained(module, fit, record)
+    return record
