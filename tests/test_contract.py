@@ -34,7 +34,16 @@ import tensorsmith
 from tensorsmith import RecipeError
 from tensorsmith.models import MODELS, build_model
 from tensorsmith.models.mlp import MLP
-from tensorsmith.recipe import GPTSpec, LinearSpec, MLPSpec, ModelSpec, OptimizerSpec, ScheduleSpec
+from tensorsmith.recipe import (
+    GPTSpec,
+    HFCausalSpec,
+    HFEncoderSpec,
+    LinearSpec,
+    MLPSpec,
+    ModelSpec,
+    OptimizerSpec,
+    ScheduleSpec,
+)
 from tensorsmith.training.optim import OPTIMIZERS, build_optimizer, build_schedule, lr_factor
 
 B = 6  # batch size of the example inputs
@@ -75,6 +84,39 @@ CASES: dict[str, Case] = {
         {"vocab_size": 50},
         _tokens,
         (B, 16, 50),
+    ),
+    # transformers' own classes from a tiny config.json, as a checkpoint folder would give them
+    "hf-causal": Case(
+        HFCausalSpec(
+            config={
+                "model_type": "gpt2",
+                "n_layer": 2,
+                "n_head": 4,
+                "n_embd": 32,
+                "vocab_size": 50,
+                "n_positions": 16,
+            },
+            block_size=16,
+        ),
+        {"vocab_size": 50},
+        _tokens,
+        (B, 16, 50),
+    ),
+    "hf-encoder": Case(
+        HFEncoderSpec(
+            config={
+                "model_type": "bert",
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "intermediate_size": 37,
+                "vocab_size": 50,
+                "max_position_embeddings": 32,
+            },
+        ),
+        {"n_outputs": 3},
+        _tokens,
+        (B, 3),
     ),
 }
 ARCHS = sorted(MODELS)

@@ -18,7 +18,7 @@ from tensorsmith.recipe import FinetuneSpec, load_yaml, parse_recipe
 from tensorsmith.recipe.parse import apply_overrides
 from tensorsmith.store.aliases import set_alias
 from tensorsmith.store.artifact import store_root
-from tensorsmith.tasks import Prepared, Task
+from tensorsmith.tasks import TASKS, Prepared, Task
 from tensorsmith.training.checkpoints import Run
 from tensorsmith.training.run import Trained
 
@@ -125,6 +125,8 @@ def finetune(
     parsed = parse_recipe(raw, base_dir=base, source=name)
     check_recipe(parsed)
     check_sources(parsed)
+    if start.task is None and start.checkpoint is not None:  # its tokenizer, for the child
+        start.task = TASKS.get(parsed.task).from_checkpoint(parsed, start.checkpoint)
     return run_recipe(parsed, store, resume, console, start)
 
 

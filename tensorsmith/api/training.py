@@ -277,10 +277,8 @@ def _report(
         out.print(format_gate(gate))
     record = trained.record
     if "tokens_per_second" in record:
-        mfu = f"{record['mfu']:.1%}" if record.get("mfu") is not None else "n/a"
-        peak = record.get("peak_flops", 0.0) / 1e12
-        out.print(
-            f"{record['tokens_per_second']:,.0f} tokens/s, MFU {mfu} of {peak:.2f} TFLOP/s "
-            f"({record['precision']})"
-        )
+        speed = f"{record['tokens_per_second']:,.0f} tokens/s ({record['precision']})"
+        if record.get("mfu") is not None:
+            speed += f", MFU {record['mfu']:.1%} of {record['peak_flops'] / 1e12:.2f} TFLOP/s"
+        out.print(speed)
     out.print(f"saved {path.resolve()}")

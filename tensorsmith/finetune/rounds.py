@@ -149,6 +149,10 @@ def _judge(
 def _say(
     console: Console, recipe: Recipe, record: dict[str, Any], conditions: Sequence[Condition]
 ) -> None:
+    if not conditions:
+        loss = record.get("valid_loss", record.get(f"valid_{recipe.key_metric}"))
+        console.print(f"{recipe.name}: round {record['round']} done ({loss})", markup=False)
+        return
     shown = ", ".join(
         f"{c.metric} {record.get(f'valid_{c.metric}', float('nan')):.4g} (needs {c.op} "
         f"{c.threshold:g})"

@@ -33,9 +33,11 @@ class Start:
     model: dict[str, Any]  # the recipe's `model` section the child trains
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    checkpoint: Path | None = None  # a Hugging Face checkpoint folder (its tokenizer.json)
 
 
-def _digest(folder: Path) -> str:
+def folder_digest(folder: Path) -> str:
+    """SHA-256 of a folder's weights and JSON files: which exact parent a version came from."""
     h = hashlib.sha256()
     for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.json")):
         h.update(path.name.encode())
@@ -70,7 +72,7 @@ def open_start(source: str, root: Path, task: str) -> Start:
             "name": parent.recipe.name,
             "version": int(parent.config.get("version", 0)),
             "path": str(path.resolve()),
-            "sha256": _digest(path),
+            "sha256": folder_digest(path),
         },
         task=parent.task,
         model=parent.recipe.model.model_dump(mode="json"),
@@ -88,13 +90,15 @@ def load_matching(
     """
     own = module.state_dict()
     loaded, fresh = [], []
+    done: set[int] = set()  # a tied weight (lm_head = wte) is one tensor under two names
     with torch.no_grad():
         for name, tensor in own.items():
             given = weights.get(name)
             if given is not None and tuple(given.shape) == tuple(tensor.shape):
                 tensor.copy_(given.to(tensor.dtype))
                 loaded.append(name)
-            else:
+                done.add(tensor.data_ptr())
+            elif tensor.data_ptr() not in done:
                 fresh.append(name)
     if not loaded:
         raise DataError(

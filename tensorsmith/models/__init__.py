@@ -22,6 +22,7 @@ MODELS: Registry[Any] = Registry("architecture", "model.arch")
 MODELS.register_lazy("linear", "tensorsmith.models.linear:Linear")
 MODELS.register_lazy("mlp", "tensorsmith.models.mlp:MLP")
 MODELS.register_lazy("gpt", "tensorsmith.models.gpt:GPT")
+MODELS.register_lazy("hf-causal", "tensorsmith.models.hf:HFCausalLM")
 
 
 def check_model(spec: Any) -> None:

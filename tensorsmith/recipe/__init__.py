@@ -12,7 +12,14 @@ No torch import here: this is layer L0.
 from tensorsmith.recipe.base import DataSpec, Recipe
 from tensorsmith.recipe.finetune import FinetuneSpec, LoraSpec, RoundPolicy
 from tensorsmith.recipe.language import CorpusData, LanguageModelingRecipe, StepTrain
-from tensorsmith.recipe.models import GPTSpec, LinearSpec, MLPSpec, ModelSpec
+from tensorsmith.recipe.models import (
+    GPTSpec,
+    HFCausalSpec,
+    HFEncoderSpec,
+    LinearSpec,
+    MLPSpec,
+    ModelSpec,
+)
 from tensorsmith.recipe.parse import (
     RECIPES,
     apply_overrides,
@@ -48,6 +55,8 @@ __all__ = [
     "EvaluateSpec",
     "FinetuneSpec",
     "GPTSpec",
+    "HFCausalSpec",
+    "HFEncoderSpec",
     "LanguageModelingRecipe",
     "LinearSpec",
     "LoraSpec",

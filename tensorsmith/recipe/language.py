@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from tensorsmith.recipe.base import DataSpec, Recipe
-from tensorsmith.recipe.models import GPTSpec
+from tensorsmith.recipe.models import GPTSpec, HFCausalSpec
 from tensorsmith.recipe.sections import EvaluateSpec, Strict, TrainSpec
 
 __all__ = ["CorpusData", "CorpusSplit", "LanguageModelingRecipe", "StepTrain", "TokenizerSpec"]
@@ -71,6 +71,6 @@ class LanguageModelingRecipe(Recipe):
 
     task: Literal["language-modeling"]
     data: CorpusData
-    model: GPTSpec
+    model: Annotated[GPTSpec | HFCausalSpec, Field(discriminator="arch")]
     train: StepTrain = Field(default_factory=StepTrain)
     evaluate: GenerationEvaluate = Field(default_factory=GenerationEvaluate)

@@ -7,13 +7,21 @@ the classes that build them (a test pins that the two agree).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from tensorsmith.recipe.sections import Strict
 
-__all__ = ["GPTSpec", "LinearSpec", "MLPSpec", "ModelSpec", "TableModelSpec"]
+__all__ = [
+    "GPTSpec",
+    "HFCausalSpec",
+    "HFEncoderSpec",
+    "LinearSpec",
+    "MLPSpec",
+    "ModelSpec",
+    "TableModelSpec",
+]
 
 Init = Literal["default", "gaussian", "uniform", "xavier", "kaiming"]
 
@@ -66,6 +74,25 @@ class GPTSpec(ModelSpec):
                 f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
             )
         return self
+
+
+class HFCausalSpec(ModelSpec):
+    """A Hugging Face decoder (GPT-2, Llama …); ``config`` is its checkpoint's config.json."""
+
+    arch: Literal["hf-causal"] = "hf-causal"
+    checkpoint: str = ""  # where the fine-tune started (for the record)
+    config: dict[str, Any] = Field(default_factory=dict)
+    block_size: int = Field(default=128, ge=1)  # training windows; at most the model's positions
+
+
+class HFEncoderSpec(ModelSpec):
+    """A Hugging Face encoder (BERT family) with a task head; ``config`` is its config.json."""
+
+    arch: Literal["hf-encoder"] = "hf-encoder"
+    checkpoint: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+    pooling: Literal["mean", "cls"] = "mean"
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
 
 
 TableModelSpec = LinearSpec | MLPSpec

@@ -115,6 +115,11 @@ class Task(ABC):
         """Class names, for reports (None when the task has no classes)."""
         return None
 
+    @classmethod
+    def from_checkpoint(cls, recipe: Recipe, folder: Path) -> Task:
+        """A task fitted by a Hugging Face checkpoint folder (its tokenizer), for a fine-tune."""
+        raise DataError(f"task {cls.name} cannot start from a Hugging Face checkpoint")
+
     @abstractmethod
     def state(self) -> dict[str, Any]:
         """Fitted state as files: name → JSON-able dict, or text (``tokenizer.json``)."""

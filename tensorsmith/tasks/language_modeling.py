@@ -87,13 +87,13 @@ class LanguageModelingTask(Task):
         return self.tokenizer_
 
     @property
-    def model_spec(self) -> GPTSpec:
-        assert isinstance(self.recipe.model, GPTSpec)
-        return self.recipe.model
-
-    @property
     def block_size(self) -> int:
-        return self.model_spec.block_size
+        return int(self.recipe.model.block_size)  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_checkpoint(cls, recipe: Recipe, folder: Path) -> LanguageModelingTask:
+        """A task fitted by a Hugging Face checkpoint: its own tokenizer.json."""
+        return cls(recipe, TextTokenizer.load(folder / "tokenizer.json"))
 
     @property
     def eval_limit(self) -> int | None:
@@ -138,8 +138,9 @@ class LanguageModelingTask(Task):
         valid = self.eval_split(texts["valid"])
         sizes = {"train": len(train_tokens), "valid": len(valid.tokens)}
         notes = [f"warning: {w}" for w in self._warnings]
+        kind = "the parent's" if self.parent_ is not None else spec.tokenizer.kind
         notes.append(
-            f"vocabulary {self.tokenizer.vocab_size} ({spec.tokenizer.kind}), "
+            f"vocabulary {self.tokenizer.vocab_size} ({kind}), "
             f"{sizes['train']:,} train and {sizes['valid']:,} valid tokens"
         )
         dims = {"vocab_size": self.tokenizer.vocab_size}
@@ -197,11 +198,17 @@ class LanguageModelingTask(Task):
         return Outputs(loss)
 
     def card_lines(self, run: dict[str, Any]) -> list[str]:
-        cfg = self.model_spec
+        cfg = self.recipe.model
         sizes = run.get("tokens", {})
-        return [
+        shape = (
             f"- GPT with {cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}, "
-            f"context {cfg.block_size}",
+            f"context {cfg.block_size}"
+            if isinstance(cfg, GPTSpec)
+            else f"- {cfg.config.get('model_type', 'Hugging Face')} decoder from "  # type: ignore[attr-defined]
+            f"{cfg.checkpoint}, windows of {self.block_size}"  # type: ignore[attr-defined]
+        )
+        return [
+            shape,
             f"- tokenizer: {self.data_spec.tokenizer.kind}, vocabulary {self.tokenizer.vocab_size}",
             f"- data: {self.data_spec.source}; {sizes.get('train', 0):,} train tokens, "
             f"{sizes.get('valid', 0):,} valid tokens",
@@ -276,5 +283,8 @@ class LanguageModelingTask(Task):
             opts["top_p"],
             generator,
         )
-        narrow = self.model_spec.n_embd <= SINGLE_THREAD_WIDTH
+        narrow = (
+            int(getattr(self.recipe.model, "n_embd", SINGLE_THREAD_WIDTH + 1))
+            <= SINGLE_THREAD_WIDTH
+        )
         yield from text_pieces(self.tokenizer, single_threaded(tokens, narrow), opts["stop"])
