@@ -10,6 +10,7 @@ the store each do their part through the ``Task`` interface.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -22,8 +23,7 @@ import pandas as pd
 import yaml
 from rich.console import Console
 
-from tensorsmith.data.preprocess import infer_type
-from tensorsmith.data.tables import check_columns, read_table, write_table
+from tensorsmith.data.tables import write_table
 from tensorsmith.errors import DataError, RecipeError
 from tensorsmith.evaluation.evaluate import Evaluator
 from tensorsmith.evaluation.evaluate import evaluate as evaluate_split
@@ -41,7 +41,7 @@ from tensorsmith.store.artifact import (
     store_root,
     write_version,
 )
-from tensorsmith.tasks import TASKS, Prepared, Task, create_task
+from tensorsmith.tasks import TASKS, Outputs, Prepared, Task, create_task
 from tensorsmith.tasks.predictor import Predictor
 from tensorsmith.training.checkpoints import Checkpoints
 from tensorsmith.training.optim import check_optimizer
@@ -258,7 +258,7 @@ def _store(
         plots=partial(draw_plots, history=trained.fit.history, plots=plots)
         if recipe.evaluate.plots
         else None,
-        card=lambda v: _card(task, trained, run, metrics, gate, v),
+        card=lambda v: _card(task, trained, run, metrics, gate, v, shown),
     )
     return write_version(root, recipe.name, contents)
 
@@ -270,6 +270,7 @@ def _card(
     metrics: dict[str, dict[str, MetricValue]],
     gate: dict[str, Any] | None,
     version: int,
+    shown: Outputs | None = None,
 ) -> str:
     recipe, fit = task.recipe, trained.fit
     length = f"{fit.epochs} epochs ({fit.steps} steps)" if fit.epochs else f"{fit.steps} steps"
@@ -281,7 +282,7 @@ def _card(
         f"seed {recipe.train.seed}",
     ]
     ref = f"{recipe.name}@{version}"
-    sections = task.card_sections(trained.module)
+    sections = task.card_sections(trained.module, shown)
     return model_card(
         f"{recipe.name} (version {version})", facts, metrics, gate, sections, task.usage(ref)
     )
@@ -360,8 +361,8 @@ def predict(
 ) -> pd.DataFrame:
     """Predictions for a file; written to ``out`` (CSV, TSV, Parquet or JSONL) when given."""
     model = _load_for(ref, store, "predict")
-    frame = read_table(data)
-    result = pd.concat([frame, model.predict(frame)], axis=1)
+    frame = model.task.read_inputs(Path(data))
+    result = model.task.prediction_table(frame, model.predict(frame))
     if out is not None:
         write_table(result, out)
     return result
@@ -372,40 +373,28 @@ def models(name: str | None = None, store: str | Path | None = None) -> list[dic
     return list_models(store_root(store), name)
 
 
-def init_recipe(datafile: str | Path, target: str, out: str | Path | None = None) -> str:
-    """A starter recipe for a table: task from the target column, paths relative to ``out``."""
+def init_recipe(
+    datafile: str | Path,
+    target: str | None = None,
+    out: str | Path | None = None,
+    time: str | None = None,
+) -> str:
+    """A starter recipe for a table, a time series or an image folder: the first task in
+    ``TASKS`` that recognises the data writes it; paths are relative to ``out``."""
     path = Path(datafile)
-    df = read_table(path)
-    check_columns(df, [target], "--target", path.name)
-    numeric = infer_type(df[target]) == "number" and df[target].nunique() > 20
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; check the path")
+    found = (TASKS[name].starter(path, target, time) for name in TASKS)
+    recipe = next((r for r in found if r is not None), None)
+    if recipe is None:
+        raise DataError(
+            f"cannot tell what to train on {path.name}: expected a table with --target COL "
+            "(and --time COL for a time series), or a folder with one sub-folder of images "
+            "per class"
+        )
     folder = Path(out).resolve().parent if out is not None else Path.cwd()
-    try:
-        source = str(path.resolve().relative_to(folder))
-    except ValueError:
-        source = str(path.resolve())
-    types = {c: infer_type(df[c]) for c in df.columns if c != target}
-    name = "".join(ch if ch.isalnum() else "-" for ch in path.stem.lower()).strip("-") or "model"
-    recipe: dict[str, Any] = {
-        "name": name,
-        "task": "regression" if numeric else "classification",
-        "data": {
-            "source": source,
-            "target": target,
-            "types": {c: t for c, t in types.items() if t == "category"},
-            "split": {"valid": 0.15, "test": 0.15, "seed": 0},
-        },
-        "model": {"arch": "mlp", "hidden": [64, 32], "activation": "relu"},
-        "train": {
-            "epochs": 200,
-            "batch_size": 32,
-            "optimizer": {"name": "adam", "lr": 0.001},
-            "early_stopping": {"monitor": "valid_loss", "patience": 20},
-            "seed": 0,
-        },
-        "evaluate": {"gate": {"r2": ">= 0.5"} if numeric else {"accuracy": ">= 0.8"}},
-    }
-    if not recipe["data"]["types"]:
-        del recipe["data"]["types"]
+    with contextlib.suppress(ValueError):  # a source outside the folder stays absolute
+        recipe["data"]["source"] = str(Path(recipe["data"]["source"]).relative_to(folder))
     text = f"# starter recipe for {path.name}: edit, then `tensorsmith train`\n"
     text += yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None)
     check_recipe(parse_recipe(yaml.safe_load(text), base_dir=folder))  # what we write validates

@@ -1,6 +1,7 @@
-"""Tokenizers for language modeling, built with Hugging Face ``tokenizers``.
+"""Tokenizers for language modeling and for text classification, built with Hugging Face
+``tokenizers``.
 
-Two kinds, each saved as one ``tokenizer.json`` that :meth:`Tokenizer.from_file` reads without
+Three kinds, each saved as one ``tokenizer.json`` that :meth:`Tokenizer.from_file` reads without
 executing code (DESIGN.md §4):
 
 - ``char`` — one token per character seen in training, plus ``<|endoftext|>`` and ``<|unk|>``.
@@ -11,6 +12,12 @@ executing code (DESIGN.md §4):
   the same job about ten times slower.)
 - ``bpe`` — byte-level BPE (GPT-2 style) trained on the train text only; every string
   round-trips, so it has no unknown token.
+- ``wordpiece`` — BERT's sub-word pieces (``##`` continues a word) over words and punctuation,
+  trained on the train text only; for classification, where text need not round-trip.
+
+A tokenizer for classification or regression (:meth:`TextTokenizer.for_sequences`) also lower-
+cases when asked, and truncates and pads every text to ``max_length`` with a ``<|pad|>`` token:
+those settings are part of its ``tokenizer.json``.
 
 Both register :data:`~tensorsmith.data.text.END_OF_TEXT` as a special token: the document
 separator that :func:`~tensorsmith.data.text.split_corpus` writes encodes to ``eot_id``.
@@ -20,20 +27,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from tensorsmith.data.text import END_OF_TEXT
 from tensorsmith.errors import DataError
 from tensorsmith.registry import Registry
 
-__all__ = ["TOKENIZERS", "UNKNOWN", "TextTokenizer", "TokenizerKind"]
+__all__ = ["PAD", "TOKENIZERS", "UNKNOWN", "TextTokenizer", "TokenizerKind"]
 
-TokenizerKind = Literal["char", "bpe"]
+TokenizerKind = Literal["char", "bpe", "wordpiece"]
 UNKNOWN = "<|unk|>"
+PAD = "<|pad|>"
 TOKENIZER_FILE = "tokenizer.json"
 
 # Chunks for encode_batch end where a line of one non-blank line meets the next ('x\nY'). The
@@ -65,6 +74,31 @@ class TextTokenizer:
                 "check data.source and data.split"
             )
         return cls(TOKENIZERS.get(kind)(pieces, vocab_size))
+
+    @classmethod
+    def for_sequences(
+        cls,
+        kind: str,
+        texts: Sequence[str],
+        vocab_size: int,
+        max_length: int,
+        lowercase: bool = True,
+    ) -> TextTokenizer:
+        """A tokenizer for classification or regression, trained on ``texts`` (the train split):
+        lower-casing when asked, truncating and padding every text to ``max_length``."""
+        trained = cls.train(kind, [t.lower() for t in texts] if lowercase else texts, vocab_size)
+        tok = trained.tokenizer
+        if lowercase:
+            base = tok.normalizer
+            tok.normalizer = (
+                normalizers.Lowercase()
+                if base is None
+                else normalizers.Sequence([base, normalizers.Lowercase()])
+            )
+        tok.add_special_tokens([PAD])
+        tok.enable_truncation(max_length)
+        tok.enable_padding(pad_id=tok.token_to_id(PAD), pad_token=PAD, length=max_length)
+        return cls(tok)
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -109,7 +143,14 @@ class TextTokenizer:
     @property
     def kind(self) -> TokenizerKind:
         decoder = json.loads(self.to_json()).get("decoder") or {}
-        return "bpe" if decoder.get("type") == "ByteLevel" else "char"
+        kinds: dict[str, TokenizerKind] = {"ByteLevel": "bpe", "WordPiece": "wordpiece"}
+        return kinds.get(str(decoder.get("type")), "char")
+
+    @property
+    def max_length(self) -> int | None:
+        """The length every text is truncated and padded to (a tokenizer for sequences)."""
+        truncation = self.tokenizer.truncation
+        return None if truncation is None else int(truncation["max_length"])
 
     @property
     def vocab_size(self) -> int:
@@ -133,6 +174,15 @@ class TextTokenizer:
         if len(chunks) == 1:
             return list(self.tokenizer.encode(chunks[0]).ids)
         return [i for enc in self.tokenizer.encode_batch(chunks) for i in enc.ids]
+
+    def encode_padded(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Token ids (N, max_length) int32 padded with ``<|pad|>``, the (N,) lengths, and (N,)
+        whether each text was longer than ``max_length`` tokens (and so truncated)."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(len(encodings), -1)
+        lengths = np.array([sum(e.attention_mask) for e in encodings], dtype=np.int64)
+        truncated = np.array([len(e.overflowing) > 0 for e in encodings], dtype=bool)
+        return ids, lengths, truncated
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Text of ``ids``; the end-of-text token is written out unless ``skip_special_tokens``."""
@@ -180,12 +230,25 @@ def _bpe_tokenizer(pieces: list[str], vocab_size: int | None) -> Tokenizer:
     return tokenizer
 
 
+def _wordpiece_tokenizer(pieces: list[str], vocab_size: int | None) -> Tokenizer:
+    tokenizer = Tokenizer(models.WordPiece(unk_token=UNKNOWN))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # words and punctuation
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size or 8000, special_tokens=[END_OF_TEXT, UNKNOWN], show_progress=False
+    )
+    tokenizer.train_from_iterator(pieces, trainer=trainer, length=len(pieces))
+    return tokenizer
+
+
 # kind → builder(train pieces, vocab_size)
 TOKENIZERS: Registry[Callable[[list[str], int | None], Tokenizer]] = Registry(
     "tokenizer", "data.tokenizer.kind"
 )
 TOKENIZERS.register("char", _char_tokenizer)
 TOKENIZERS.register("bpe", _bpe_tokenizer)
+TOKENIZERS.register("wordpiece", _wordpiece_tokenizer)
 
 
 def _chunks(text: str, size: int = _CHUNK_CHARS) -> Iterator[str]:

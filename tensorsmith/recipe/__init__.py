@@ -10,8 +10,22 @@ No torch import here: this is layer L0.
 """
 
 from tensorsmith.recipe.base import DataSpec, Recipe
+from tensorsmith.recipe.images import (
+    AugmentSpec,
+    ImageClassificationRecipe,
+    ImageData,
+    ImageSpec,
+)
 from tensorsmith.recipe.language import CorpusData, LanguageModelingRecipe, StepTrain
-from tensorsmith.recipe.models import GPTSpec, LinearSpec, MLPSpec, ModelSpec
+from tensorsmith.recipe.models import (
+    CNNSpec,
+    GPTSpec,
+    LinearSpec,
+    MLPSpec,
+    ModelSpec,
+    RNNSpec,
+    TransformerSpec,
+)
 from tensorsmith.recipe.parse import (
     RECIPES,
     apply_overrides,
@@ -28,6 +42,14 @@ from tensorsmith.recipe.sections import (
     SplitSpec,
     TrainSpec,
 )
+from tensorsmith.recipe.sequences import (
+    ForecastData,
+    LabelledSequenceData,
+    SequenceClassificationRecipe,
+    SequenceRegressionRecipe,
+    SequenceSplit,
+    TimeSplit,
+)
 from tensorsmith.recipe.tables import (
     ClassificationRecipe,
     ClassificationTrain,
@@ -36,30 +58,53 @@ from tensorsmith.recipe.tables import (
     TableData,
     TableTrain,
 )
+from tensorsmith.recipe.text import (
+    TextClassificationRecipe,
+    TextData,
+    TextRegressionRecipe,
+    TextTokenizerSpec,
+)
 
 __all__ = [
     "RECIPES",
+    "AugmentSpec",
+    "CNNSpec",
     "ClassificationRecipe",
     "ClassificationTrain",
     "CorpusData",
     "DataSpec",
     "EarlyStoppingSpec",
     "EvaluateSpec",
+    "ForecastData",
     "GPTSpec",
+    "ImageClassificationRecipe",
+    "ImageData",
+    "ImageSpec",
+    "LabelledSequenceData",
     "LanguageModelingRecipe",
     "LinearSpec",
     "MLPSpec",
     "ModelSpec",
     "OptimizerSpec",
+    "RNNSpec",
     "Recipe",
     "RegressionData",
     "RegressionRecipe",
     "ScheduleSpec",
+    "SequenceClassificationRecipe",
+    "SequenceRegressionRecipe",
+    "SequenceSplit",
     "SplitSpec",
     "StepTrain",
     "TableData",
     "TableTrain",
+    "TextClassificationRecipe",
+    "TextData",
+    "TextRegressionRecipe",
+    "TextTokenizerSpec",
+    "TimeSplit",
     "TrainSpec",
+    "TransformerSpec",
     "apply_overrides",
     "load_recipe",
     "load_yaml",

@@ -8,8 +8,13 @@ package asks which task it holds.
 from tensorsmith.registry import Registry
 from tensorsmith.tasks.base import Batch, EvalSplit, LossOf, Outputs, Prepared, Task
 from tensorsmith.tasks.classification import ClassificationTask
+from tensorsmith.tasks.image_classification import ImageClassificationTask
 from tensorsmith.tasks.language_modeling import LanguageModelingTask
 from tensorsmith.tasks.regression import RegressionTask
+from tensorsmith.tasks.sequence_classification import SequenceClassificationTask
+from tensorsmith.tasks.sequence_regression import SequenceRegressionTask
+from tensorsmith.tasks.text_classification import TextClassificationTask
+from tensorsmith.tasks.text_regression import TextRegressionTask
 
 __all__ = [
     "TASKS",
@@ -26,6 +31,11 @@ TASKS: Registry[type[Task]] = Registry("task", "task")
 TASKS.register("regression", RegressionTask)
 TASKS.register("classification", ClassificationTask)
 TASKS.register("language-modeling", LanguageModelingTask)
+TASKS.register("image-classification", ImageClassificationTask)
+TASKS.register("sequence-regression", SequenceRegressionTask)
+TASKS.register("sequence-classification", SequenceClassificationTask)
+TASKS.register("text-classification", TextClassificationTask)
+TASKS.register("text-regression", TextRegressionTask)
 
 
 def create_task(recipe: object) -> Task:

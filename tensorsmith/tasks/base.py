@@ -47,6 +47,7 @@ class Outputs:
     y_pred: np.ndarray | None = None
     proba: np.ndarray | None = None  # (N, K) class probabilities
     n_classes: int = 0
+    split: Any = None  # the EvalSplit these came from (set by the evaluation path), for plots
 
 
 @dataclass
@@ -98,6 +99,20 @@ class Task(ABC):
     def read_file(self, path: Path) -> Any:
         """Raw data with targets from a file, for ``tensorsmith evaluate --data FILE``."""
 
+    def read_inputs(self, path: Path) -> Any:
+        """Raw inputs to predict, for ``tensorsmith predict --data PATH`` (a table by default)."""
+        from tensorsmith.data.tables import read_table
+
+        return read_table(path)
+
+    @classmethod
+    def starter(cls, path: Path, target: str | None, time: str | None) -> dict[str, Any] | None:
+        """A starter recipe (as a dict) when ``path`` holds data of this task, else None.
+
+        ``tensorsmith init`` asks every registered task; at most one recognises the data.
+        """
+        return None
+
     @abstractmethod
     def eval_split(self, raw: Any) -> EvalSplit:
         """Encode raw data (with targets) with the fitted state, for evaluation."""
@@ -143,9 +158,15 @@ class Task(ABC):
         """Bullet lines for the model card: what the model reads and what it was trained on."""
         return []
 
-    def card_sections(self, module: nn.Module) -> list[str]:
-        """Extra sections for the model card (generated samples, …)."""
+    def card_sections(self, module: nn.Module, outputs: Outputs | None = None) -> list[str]:
+        """Extra sections for the model card (generated samples, worst mistakes of ``outputs``,
+        the split the card reports on)."""
         return []
+
+    def reference_outputs(self, split: EvalSplit, outputs: Outputs) -> dict[str, Outputs]:
+        """Simple baselines on the same split, by name (``naive``, ``majority`` …): their
+        outputs, which the evaluation path scores with the same metrics as the model's."""
+        return {}
 
     def usage(self, ref: str) -> str:
         """The command that uses a stored version of this task."""
@@ -156,6 +177,10 @@ class Task(ABC):
     def predict(self, module: nn.Module, records: pd.DataFrame) -> pd.DataFrame:
         """Decoded predictions, one row per input record."""
         raise DataError(self.wrong_verb("predict"))
+
+    def prediction_table(self, records: Any, predictions: pd.DataFrame) -> pd.DataFrame:
+        """What ``tensorsmith predict`` writes: the input rows beside their predictions."""
+        return pd.concat([records, predictions], axis=1)
 
     def predict_proba(self, module: nn.Module, records: pd.DataFrame) -> np.ndarray:
         raise DataError(f"predict_proba is for classification models, not task {self.name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ from torch import nn
 
 from tensorsmith.errors import RecipeError
 from tensorsmith.tasks.base import Outputs
+from tensorsmith.tasks.starters import table_starter
 from tensorsmith.tasks.table import TableTask
 
 __all__ = ["ClassificationTask", "probabilities"]
@@ -108,3 +110,7 @@ class ClassificationTask(TableTask):
                 "labels": labels,
             }
         return out
+
+    @classmethod
+    def starter(cls, path: Path, target: str | None, time: str | None) -> dict[str, Any] | None:
+        return table_starter(cls.name, path, target, time)

@@ -199,7 +199,7 @@ class LanguageModelingTask(Task):
             f"{sizes.get('valid', 0):,} valid tokens",
         ]
 
-    def card_sections(self, module: nn.Module) -> list[str]:
+    def card_sections(self, module: nn.Module, outputs: Outputs | None = None) -> list[str]:
         n = int(getattr(self.recipe.evaluate, "samples", 0))
         if not n:
             return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ from torch import nn
 
 from tensorsmith.recipe import RegressionData
 from tensorsmith.tasks.base import Outputs
+from tensorsmith.tasks.starters import table_starter
 from tensorsmith.tasks.table import TableTask
 
 __all__ = ["RegressionTask"]
@@ -48,3 +50,7 @@ class RegressionTask(TableTask):
     def plots(self, module: nn.Module, outputs: Outputs) -> dict[str, dict[str, Any]]:
         pair = {"y_true": outputs.y_true, "y_pred": outputs.y_pred}
         return {"predicted_vs_actual": pair, "residuals": pair}
+
+    @classmethod
+    def starter(cls, path: Path, target: str | None, time: str | None) -> dict[str, Any] | None:
+        return table_starter(cls.name, path, target, time)
