@@ -38,8 +38,11 @@ __all__ = [
     "ImageStats",
     "image_stats",
     "list_images",
+    "listing",
     "load_image",
     "probe",
+    "short",
+    "skip_unreadable",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -165,6 +168,38 @@ def list_images(
         skipped = f": skipped {', '.join(found.skipped[:5])}" if found.skipped else ""
         raise DataError(f"no images in {source}{skipped}; expected PNG, JPEG or BMP files")
     return found
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def short(ref: str) -> str:
+    """An image's name in messages: its class folder and file name (``dot/3.png``)."""
+    path = Path(ref)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def listing(names: list[str], limit: int = 10) -> str:
+    """The first ``limit`` names, and how many more."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def skip_unreadable(frame: pd.DataFrame, what: str) -> tuple[pd.DataFrame, list[Any], list[str]]:
+    """(readable rows, their probes, names of the rest with the reason)."""
+    probes = [probe(ref) for ref in frame["path"]]
+    ok = np.array([not isinstance(p, str) for p in probes], dtype=bool)
+    skipped = [
+        f"{short(r)} ({p})"
+        for r, p in zip(frame["path"], probes, strict=True)
+        if isinstance(p, str)
+    ]
+    if not ok.any():
+        raise DataError(
+            f"no readable images in {what}: skipped {', '.join(skipped[:10])}; expected PNG, "
+            "JPEG or BMP files that Pillow can decode"
+        )
+    return frame[ok], [p for p in probes if not isinstance(p, str)], skipped
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -345,6 +345,7 @@ def plot_forecast(
     path: PathLike,
     naive: np.ndarray | None = None,
     name: str = "value",
+    time_name: str = "time",
 ) -> Path:
     """The actual series of the evaluated part and the model's one-step-ahead forecast (and
     the naive forecast, the last observed value, for comparison)."""
@@ -354,7 +355,7 @@ def plot_forecast(
     ax.plot(forecast_time, forecast, color="tab:blue", linewidth=1.5, label="forecast")
     if naive is not None:
         ax.plot(forecast_time, naive, color="tab:gray", linewidth=1, linestyle="--", label="naive")
-    ax.set_xlabel("time")
+    ax.set_xlabel(time_name)
     ax.set_ylabel(name)
     ax.set_title(f"{name}: forecast against the actual series")
     ax.grid(alpha=0.3)

@@ -24,8 +24,11 @@ from tensorsmith.data.images import (
     common_shape,
     image_stats,
     list_images,
+    listing,
     load_image,
     probe,
+    short,
+    skip_unreadable,
 )
 from tensorsmith.data.loading import EpochFeed, EpochSampler, sequential
 from tensorsmith.data.tabular import split_frame
@@ -57,29 +60,6 @@ class ImageSplit:
         if limit is not None:
             starts = starts[:limit]
         return sequential(self.data, [slice(s, s + EVAL_IMAGES) for s in starts], self.workers)
-
-
-def listing(names: list[str], limit: int = 10) -> str:
-    """The first ``limit`` names, and how many more."""
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def _skip_unreadable(frame: pd.DataFrame, what: str) -> tuple[pd.DataFrame, list[Any], list[str]]:
-    """(readable rows, their probes, names of the rest with the reason)."""
-    probes = [probe(ref) for ref in frame["path"]]
-    ok = np.array([not isinstance(p, str) for p in probes], dtype=bool)
-    skipped = [
-        f"{Path(r).name} ({p})"
-        for r, p in zip(frame["path"], probes, strict=True)
-        if isinstance(p, str)
-    ]
-    if not ok.any():
-        raise DataError(
-            f"no readable images in {what}: skipped {', '.join(skipped[:10])}; expected PNG, "
-            "JPEG or BMP files that Pillow can decode"
-        )
-    return frame[ok], [p for p in probes if not isinstance(p, str)], skipped
 
 
 class ImageClassificationTask(SupervisedTask):
@@ -119,13 +99,13 @@ class ImageClassificationTask(SupervisedTask):
 
     # ------------------------------------------------------------------ data
 
-    def _list(self, source: str, labelled: bool = True) -> pd.DataFrame:
+    def _list(self, source: str) -> pd.DataFrame:
         spec = self.data_spec
-        found = list_images(self.recipe.path(source), spec.path_column, spec.label_column, labelled)
+        found = list_images(self.recipe.path(source), spec.path_column, spec.label_column)
         if found.skipped:
             warnings.warn(
                 f"skipped {len(found.skipped)} files of {source} that are not images: "
-                f"{', '.join(found.skipped[:10])}{' …' if len(found.skipped) > 10 else ''}",
+                f"{listing(found.skipped)}",
                 DataWarning,
                 stacklevel=2,
             )
@@ -151,16 +131,18 @@ class ImageClassificationTask(SupervisedTask):
         found = list_images(path, spec.path_column, spec.label_column, labelled=False)
         if found.skipped:
             warnings.warn(
-                f"skipped files that are not images: {', '.join(found.skipped[:10])}",
+                f"skipped files that are not images: {listing(found.skipped)}",
                 DataWarning,
                 stacklevel=2,
             )
         return found.frame
 
-    def _fit_shape(self, probes: list[Any]) -> list[str]:
-        """Size and channels from the recipe or the train images; notes on what was converted."""
+    def _fit_shape(self, probes: list[Any], every: list[Any]) -> list[str]:
+        """Size and channels from the recipe or the train images (``probes``); notes on what
+        is resized or converted among ``every`` image of the splits."""
         spec = self.data_spec.image
-        common, colour, sizes = common_shape(probes)
+        common, colour, _ = common_shape(probes)
+        sizes = common_shape(every)[2]
         given = spec.size
         self.size_ = (
             common
@@ -172,11 +154,11 @@ class ImageClassificationTask(SupervisedTask):
         if len(sizes) > 1 or common != self.size_:
             shown = ", ".join(f"{h}×{w} ({n})" for (h, w), n in sizes.most_common(5))
             h, w = self.size_
-            notes.append(f"train images come in sizes {shown}; all are resized to {h}×{w}")
-        modes = sorted({m for _, _, m in probes})
+            notes.append(f"the images come in sizes {shown}; all are resized to {h}×{w}")
+        modes = sorted({m for _, _, m in every})
         if len(modes) > 1:
             notes.append(
-                f"train images have modes {', '.join(modes)}; all are converted to {self._mode}"
+                f"the images have modes {', '.join(modes)}; all are converted to {self._mode}"
             )
         return notes
 
@@ -194,11 +176,11 @@ class ImageClassificationTask(SupervisedTask):
         skipped: list[str] = []
         for name, frame in frames.items():
             if len(frame):
-                kept[name], probes[name], lost = _skip_unreadable(
+                kept[name], probes[name], lost = skip_unreadable(
                     frame, f"the {name} split of {self.data_spec.source}"
                 )
                 skipped += lost
-        notes += self._fit_shape(probes["train"])
+        notes += self._fit_shape(probes["train"], [p for ps in probes.values() for p in ps])
         workers = self._workers(kept["train"])
         refs = [r for f in kept.values() for r in f["path"]]
         fit = np.concatenate([np.full(len(f), k == "train") for k, f in kept.items()])
@@ -208,7 +190,7 @@ class ImageClassificationTask(SupervisedTask):
         for name, frame in list(kept.items()):
             ok = stats.ok[start : start + len(frame)]
             start += len(frame)
-            skipped += [f"{Path(r).name} (Pillow cannot decode it)" for r in frame["path"][~ok]]
+            skipped += [f"{short(r)} (Pillow cannot decode it)" for r in frame["path"][~ok]]
             kept[name] = frame[ok]
         if skipped:
             message = f"skipped {len(skipped)} unreadable images: {listing(skipped)}"
@@ -267,7 +249,7 @@ class ImageClassificationTask(SupervisedTask):
                 "the images to evaluate need labels: a 'label' column, or a folder with a "
                 "sub-folder per class"
             )
-        frame, _, skipped = _skip_unreadable(raw.reset_index(drop=True), "the data")
+        frame, _, skipped = skip_unreadable(raw.reset_index(drop=True), "the data")
         if skipped:
             warnings.warn(
                 f"skipped unreadable images: {listing(skipped)}", DataWarning, stacklevel=2
@@ -331,7 +313,7 @@ class ImageClassificationTask(SupervisedTask):
     def card_lines(self, run: dict[str, Any]) -> list[str]:
         sizes = ", ".join(f"{k} {v:,}" for k, v in run.get("images", {}).items())
         return [
-            f"- data: {Path(self.data_spec.source).name}; images {sizes}",
+            f"- data: {Path(self.data_spec.source).name} ({sizes} images)",
             f"- input: {self.size[0]}×{self.size[1]} {self._mode}, normalised with the train "
             "mean and std",
             f"- classes: {', '.join(self.classes.classes_)}",
@@ -351,7 +333,7 @@ class ImageClassificationTask(SupervisedTask):
         probes = [probe(str(r)) for r in records["path"]]
         ok = np.array([not isinstance(p, str) for p in probes], dtype=bool)
         bad = [
-            f"{Path(str(r)).name} ({p})"
+            f"{short(str(r))} ({p})"
             for r, p in zip(records["path"], probes, strict=True)
             if isinstance(p, str)
         ]

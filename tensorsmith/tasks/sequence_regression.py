@@ -229,8 +229,26 @@ class SequenceRegressionTask(SupervisedTask):
                 "forecast": outputs.y_pred.reshape(-1, h)[:, 0],
                 "naive": split.naive[:, 0],
                 "name": self.data_spec.target,
+                "time_name": self.data_spec.time or "step",
             }
         return out
+
+    def card_sections(self, module: nn.Module, outputs: Outputs | None = None) -> list[str]:
+        split = outputs.split if outputs is not None else None
+        if not isinstance(split, ForecastSplit) or outputs is None or outputs.y_pred is None:
+            return []
+        assert outputs.y_true is not None
+        ours = float(np.sqrt(np.mean((outputs.y_true - outputs.y_pred) ** 2)))
+        naive = float(np.sqrt(np.mean((outputs.y_true - split.naive.reshape(-1)) ** 2)))
+        change = (1 - ours / naive) if naive > 0 else 0.0
+        return [
+            "## Against the naive forecast",
+            "",
+            f"RMSE {ours:.4g} against {naive:.4g} for the naive forecast (each step equals the "
+            f"last observed one) on the same windows: {abs(change):.0%} "
+            f"{'lower' if change >= 0 else 'higher'}.",
+            "",
+        ]
 
     def card_lines(self, run: dict[str, Any]) -> list[str]:
         spec = self.data_spec
