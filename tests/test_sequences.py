@@ -50,8 +50,7 @@ def _train(recipe: Any, store: Path, overrides: list[str] | None = None) -> tupl
 @pytest.fixture(scope="module")
 def sunspots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("sunspots") / "store"
-    code, out, err = run_cli("train", SUNSPOTS, "--set", "train.epochs=5", store=store)
-    assert code == 0, out + err
+    _train(SUNSPOTS, store, ["train.epochs=5"])
     return store
 
 
@@ -167,17 +166,14 @@ def test_a_token_embedding_does_not_apply_to_numeric_sequences(tmp_path: Path) -
 def test_init_recognises_a_time_series(tmp_path: Path) -> None:
     recipe = tmp_path / "recipe.yaml"
     args = ("init", SUNSPOTS_CSV, "--target", "sunspots", "--time", "year", "--out", recipe)
-    code, out, err = run_cli(*args, cwd=tmp_path)
+    code, _out, err = run_cli(*args, cwd=tmp_path)
     assert code == 0, err
     raw = yaml.safe_load(recipe.read_text())
     assert raw["task"] == "sequence-regression" and raw["data"]["time"] == "year"
-    code, out, err = run_cli(
-        "train", recipe, "--set", "train.epochs=2", "--set", "evaluate.plots=false",
-        store=tmp_path / "store",
-    )  # fmt: skip
-    assert code == 0, out + err
-    code, out, err = run_cli("init", SUNSPOTS_CSV, "--time", "year", cwd=tmp_path)
-    assert code == 2 and "--time needs --target" in err
+    model, _ = _train(recipe, tmp_path / "store", ["train.epochs=2", "evaluate.plots=false"])
+    assert model.task.name == "sequence-regression"
+    with pytest.raises(DataError, match="--time needs --target"):
+        tensorsmith.api.init_recipe(SUNSPOTS_CSV, None, None, "year")
 
 
 # ----------------------------------------------------------------------------- classification

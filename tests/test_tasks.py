@@ -222,6 +222,19 @@ def test_loss_trains_and_evaluation_computes_every_metric(name: str, tmp_path: P
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_loss_is_finite_under_bf16_autocast(name: str, tmp_path: Path) -> None:
+    task, prepared = _prepared(name, tmp_path)
+    torch.manual_seed(0)
+    module = build_model(task.recipe.model, prepared.dims)
+    feed = prepared.train
+    batch = next(iter(feed.batches(0))) if feed.unit == "epoch" else next(feed.stream(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = task.loss()(module, batch)
+    loss.backward()
+    assert math.isfinite(float(loss.detach()))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_state_round_trips_through_files(name: str, tmp_path: Path) -> None:
     task, prepared = _prepared(name, tmp_path)
     torch.manual_seed(0)

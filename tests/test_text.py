@@ -200,14 +200,10 @@ def test_init_recognises_a_text_table(tmp_path: Path) -> None:
     scores = tiny.texts_csv(tmp_path / "scores.csv", n=80, number=True)
     pd.read_csv(scores).drop(columns=["grp"]).to_csv(scores, index=False)
     recipe = tmp_path / "recipe.yaml"
-    code, out, err = run_cli("init", scores, "--target", "y", "--out", recipe, cwd=tmp_path)
-    assert code == 0, err
+    tensorsmith.api.init_recipe(scores, "y", recipe)
     assert yaml.safe_load(recipe.read_text())["task"] == "text-regression"
-    code, out, err = run_cli(
-        "train", recipe, "--set", "train.epochs=1", "--set", "evaluate.plots=false",
-        store=tmp_path / "store",
-    )  # fmt: skip
-    assert code == 0, out + err
+    model, _ = _train(recipe, tmp_path / "store", ["train.epochs=1", "evaluate.plots=false"])
+    assert model.task.name == "text-regression"
 
 
 # ----------------------------------------------------------------------------- the example

@@ -95,6 +95,12 @@ class TextTask(SupervisedTask):
     def read_file(self, path: Path) -> pd.DataFrame:
         return self._read(path)
 
+    def read_inputs(self, path: Path) -> pd.DataFrame:
+        df, notes = read_text_table(path)
+        for note in notes:
+            warnings.warn(note, DataWarning, stacklevel=2)
+        return df
+
     def _encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         ids, lengths, truncated = self.tokenizer.encode_padded(texts)
         return torch.from_numpy(ids), torch.from_numpy(lengths), truncated
