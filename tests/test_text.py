@@ -145,6 +145,32 @@ def test_tokenizer_is_trained_on_the_train_split_only(tmp_path: Path) -> None:
     assert saved["truncation"]["max_length"] == 16 and saved["padding"]["pad_token"] == "<|pad|>"
 
 
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "char"])
+def test_same_recipe_twice_gives_the_same_tokenizer_and_weights(kind: str, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    source = tiny.texts_csv(tmp_path / "texts.csv")
+    recipe = _recipe(source)
+    recipe["data"]["tokenizer"] = {"kind": kind, "vocab_size": 300}
+    recipe["train"]["epochs"] = 2
+    paths = [Path(_train(recipe, tmp_path / f"store{i}")[0].path) for i in range(2)]
+    files = [(p / "tokenizer.json").read_text() for p in paths]
+    assert files[0] == files[1]
+    a, b = (load_file(str(p / "model.safetensors")) for p in paths)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_wordpiece_pieces_continue_words_with_hashes() -> None:
+    from tensorsmith.data.tokenizer import TextTokenizer
+
+    texts = ["the thundering thunderer thundered thunderously"] * 20 + ["a b c d e"] * 5
+    tok = TextTokenizer.train("wordpiece", texts, 60)
+    pieces = tok.tokenizer.encode("thunders underthe").tokens
+    assert pieces[0].startswith("thunder") and all(p.startswith("##") for p in pieces[1:2])
+    assert "".join(p.removeprefix("##") for p in pieces[:2]) == "thunders"
+    assert "<|unk|>" not in pieces  # every seen character has a word-initial and a ## piece
+
+
 def test_bucketed_batches_hold_similar_lengths_and_depend_on_seed_and_epoch() -> None:
     lengths = torch.from_numpy(np.random.default_rng(0).integers(1, 200, 1000))
     sampler = BucketSampler(lengths, 25, seed=3)

@@ -230,15 +230,61 @@ def _bpe_tokenizer(pieces: list[str], vocab_size: int | None) -> Tokenizer:
     return tokenizer
 
 
+_CONTINUES = 0x100000  # private-use plane 16: where a word's later characters are trained
+_LAST_MAPPED = 0xFFFF  # characters beyond the basic plane are not mapped (see below)
+
+
+def _continuation(word: str) -> str:
+    """``word`` with every character after the first moved to the private-use plane."""
+    return word[0] + "".join(
+        chr(_CONTINUES + ord(c)) if ord(c) <= _LAST_MAPPED else c for c in word[1:]
+    )
+
+
+def _piece(token: str) -> str:
+    """A trained BPE token back in WordPiece's spelling: continuation characters as ``##…``."""
+    if token and ord(token[0]) >= _CONTINUES:
+        return "##" + "".join(chr(ord(c) - _CONTINUES) for c in token)
+    return "".join(chr(ord(c) - _CONTINUES) if ord(c) >= _CONTINUES else c for c in token)
+
+
 def _wordpiece_tokenizer(pieces: list[str], vocab_size: int | None) -> Tokenizer:
-    tokenizer = Tokenizer(models.WordPiece(unk_token=UNKNOWN))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # words and punctuation
-    tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
+    """BERT's WordPiece, trained deterministically.
+
+    Hugging Face's ``WordPieceTrainer`` trains BPE with a ``##`` continuation prefix, but it
+    numbers the ``##x`` pieces in hash-map order, so ties between equally frequent merges break
+    differently from one run to the next (and a resumed run would get another vocabulary). Here
+    the same training runs on words whose later characters are private-use code points
+    (U+100000 + code): every character then gets its id in code-point order, the merges are the
+    same every run, and the tokens are spelled back with ``##`` into a WordPiece vocabulary.
+    Every character seen gets both a word-initial and a ``##`` piece, so no word of known
+    characters becomes unknown.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    words = pre_tokenizers.BertPreTokenizer()  # words and punctuation
+
+    def mapped(text: str) -> str:
+        norm = normalizer.normalize_str(text)
+        return " ".join(_continuation(w) for w, _ in words.pre_tokenize_str(norm))
+
+    bpe = Tokenizer(models.BPE(unk_token=UNKNOWN))
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(
         vocab_size=vocab_size or 8000, special_tokens=[END_OF_TEXT, UNKNOWN], show_progress=False
     )
-    tokenizer.train_from_iterator(pieces, trainer=trainer, length=len(pieces))
+    bpe.train_from_iterator((mapped(p) for p in pieces), trainer=trainer, length=len(pieces))
+    trained = sorted(bpe.get_vocab().items(), key=lambda kv: kv[1])
+    spelled = [_piece(token) for token, _ in trained]
+    chars = sorted(
+        {c for t in spelled for c in t.removeprefix("##") if t not in (END_OF_TEXT, UNKNOWN)}
+    )
+    spelled += [p for c in chars for p in (c, f"##{c}")]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(spelled))}
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token=UNKNOWN))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = words
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.add_special_tokens([END_OF_TEXT, UNKNOWN])
     return tokenizer
 
 

