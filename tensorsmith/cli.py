@@ -103,14 +103,15 @@ def _guarded(fn: F) -> F:
 @_guarded
 def init(
     datafile: Path,
-    target: Annotated[str, typer.Option(help="the column to predict")],
+    target: Annotated[str | None, typer.Option(help="the column to predict (tables)")] = None,
+    time: Annotated[str | None, typer.Option(help="the time column of a time series")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="write here")] = None,
     debug: Debug = False,
 ) -> None:
-    """Write a starter recipe for DATAFILE (to stdout, or --out FILE)."""
+    """Write a starter recipe for DATAFILE: a table, a time series or an image folder."""
     from tensorsmith import api
 
-    text = api.init_recipe(datafile, target, out_file)
+    text = api.init_recipe(datafile, target, out_file, time)
     if out_file is None:
         sys.stdout.write(text)
     else:
@@ -204,14 +205,14 @@ def evaluate(
 @_guarded
 def predict(
     model: str,
-    data: Annotated[Path, typer.Option(help="rows to predict")],
+    data: Annotated[Path, typer.Option(help="a table, or image files: a file, folder or CSV")],
     out_file: Annotated[
         Path | None, typer.Option("--out", help="write predictions here (CSV/TSV/Parquet/JSONL)")
     ] = None,
     store: Store = None,
     debug: Debug = False,
 ) -> None:
-    """Predict every row of --data; writes --out, or prints CSV."""
+    """Predict every row (or image) of --data; writes --out, or prints CSV."""
     from tensorsmith import api
 
     result = api.predict(model, data, out_file, store)

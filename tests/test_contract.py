@@ -35,6 +35,7 @@ from tensorsmith import RecipeError
 from tensorsmith.models import MODELS, build_model
 from tensorsmith.models.mlp import MLP
 from tensorsmith.recipe import (
+    CNNSpec,
     GPTSpec,
     HFCausalSpec,
     HFEncoderSpec,
@@ -42,7 +43,9 @@ from tensorsmith.recipe import (
     MLPSpec,
     ModelSpec,
     OptimizerSpec,
+    RNNSpec,
     ScheduleSpec,
+    TransformerSpec,
 )
 from tensorsmith.training.optim import OPTIMIZERS, build_optimizer, build_schedule, lr_factor
 
@@ -67,6 +70,23 @@ def _tabular_inputs(g: torch.Generator) -> tuple[torch.Tensor, ...]:
 
 def _tokens(g: torch.Generator) -> tuple[torch.Tensor, ...]:
     return (torch.randint(0, 50, (B, 16), generator=g),)  # (B, T) token ids
+
+
+def _images(g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    return (torch.randn(B, 3, 9, 7, generator=g),)  # (B, C, H, W): odd sides on purpose
+
+
+def _padded_tokens(g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    lengths = torch.tensor([12, 3, 7, 12, 1, 9])  # (B,): padded batches of different lengths
+    ids = torch.randint(1, 50, (B, 12), generator=g)
+    mask = torch.arange(12) < lengths[:, None]  # (B, T)
+    return ids.masked_fill(~mask, 0), mask
+
+
+def _padded_values(g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    lengths = torch.tensor([10, 4, 10, 2, 7, 5])
+    mask = torch.arange(10) < lengths[:, None]
+    return torch.randn(B, 10, 3, generator=g) * mask[..., None], mask  # (B, T, F), (B, T)
 
 
 # tiny configurations, one per architecture (Hugging Face's tests use hidden 32, 2 layers)
@@ -117,6 +137,24 @@ CASES: dict[str, Case] = {
         {"n_outputs": 3},
         _tokens,
         (B, 3),
+    ),
+    "cnn": Case(
+        CNNSpec(channels=[4, 8], residual=True, head=[6], dropout=0.1, pool="max"),
+        {"channels": 3, "height": 9, "width": 7, "n_outputs": 4},
+        _images,
+        (B, 4),
+    ),
+    "rnn": Case(
+        RNNSpec(cell="lstm", hidden_size=5, layers=2, bidirectional=True, dropout=0.1, head=[4]),
+        {"vocab_size": 50, "n_outputs": 3},
+        _padded_tokens,
+        (B, 3),
+    ),
+    "transformer": Case(
+        TransformerSpec(n_layer=2, n_head=2, n_embd=8, pooling="cls", positions="learned"),
+        {"n_features": 3, "n_outputs": 2, "max_length": 10},
+        _padded_values,
+        (B, 2),
     ),
 }
 ARCHS = sorted(MODELS)

@@ -13,12 +13,14 @@ import io
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import tiny
 import torch
 from rich.console import Console
 
@@ -75,17 +77,99 @@ def _lm_recipe(folder: Path) -> dict[str, Any]:
     }
 
 
-CASES: dict[str, Callable[[Path], dict[str, Any]]] = {
-    "regression": _table_recipe("regression", "number"),
-    "classification": _table_recipe("classification", "label"),
-    "language-modeling": _lm_recipe,
+def _image_recipe(folder: Path) -> dict[str, Any]:
+    return {
+        "name": "tiny-images",
+        "task": "image-classification",
+        "data": {
+            "source": str(tiny.image_folder(folder / "images")),
+            "split": {"valid": 0.25, "test": 0.25},
+            "augment": {"crop_padding": 1, "flip": True},
+            "workers": 0,
+        },
+        "model": {"arch": "cnn", "channels": [4], "head": [4]},
+        "train": {"epochs": 2, "batch_size": 4},
+    }
+
+
+def _forecast_recipe(folder: Path) -> dict[str, Any]:
+    return {
+        "name": "tiny-forecast",
+        "task": "sequence-regression",
+        "data": {
+            "source": str(tiny.series_csv(folder / "series.csv")),
+            "time": "t",
+            "target": "y",
+            "lookback": 5,
+            "horizon": 2,
+        },
+        "model": {"arch": "rnn", "cell": "gru", "hidden_size": 4},
+        "train": {"epochs": 2, "batch_size": 8},
+    }
+
+
+def _sequences_recipe(folder: Path) -> dict[str, Any]:
+    return {
+        "name": "tiny-sequences",
+        "task": "sequence-classification",
+        "data": {
+            "source": str(tiny.sequences_csv(folder / "sequences.csv")),
+            "id": "seq",
+            "time": "step",
+            "target": "y",
+            "split": {"valid": 0.25, "test": 0.25},
+        },
+        "model": {"arch": "transformer", "n_layer": 1, "n_head": 2, "n_embd": 8},
+        "train": {"epochs": 2, "batch_size": 8},
+    }
+
+
+def _text_recipe(task: str, number: bool) -> Callable[[Path], dict[str, Any]]:
+    def make(folder: Path) -> dict[str, Any]:
+        return {
+            "name": f"tiny-{task}",
+            "task": task,
+            "data": {
+                "source": str(tiny.texts_csv(folder / "texts.csv", number=number)),
+                "target": "y",
+                "max_length": 16,
+                "tokenizer": {"kind": "wordpiece", "vocab_size": 60},
+            },
+            "model": {"arch": "rnn", "hidden_size": 4, "bidirectional": True, "pooling": "mean"}
+            if number
+            else {"arch": "transformer", "n_layer": 1, "n_head": 2, "n_embd": 8},
+            "train": {"epochs": 2, "batch_size": 8},
+        }
+
+    return make
+
+
+def _without_target(raw: Any) -> Any:
+    return raw.drop(columns=["y"]).head(5)
+
+
+@dataclass
+class Case:
+    recipe: Callable[[Path], dict[str, Any]]
+    rows: Callable[[Any], Any] = _without_target  # raw valid data → records to predict
+
+
+CASES: dict[str, Case] = {
+    "regression": Case(_table_recipe("regression", "number")),
+    "classification": Case(_table_recipe("classification", "label")),
+    "language-modeling": Case(_lm_recipe),
+    "image-classification": Case(_image_recipe, lambda raw: raw[["path"]].head(5)),
+    "sequence-regression": Case(_forecast_recipe, lambda raw: raw),  # the target is an input
+    "sequence-classification": Case(_sequences_recipe, lambda raw: raw.drop(columns=["y"])),
+    "text-classification": Case(_text_recipe("text-classification", number=False)),
+    "text-regression": Case(_text_recipe("text-regression", number=True)),
 }
 NAMES = sorted(TASKS)
 
 
 def _prepared(name: str, folder: Path) -> tuple[Task, Any]:
     assert name in CASES, f"task '{name}' is registered in TASKS but has no case in CASES"
-    task = create_task(parse_recipe(CASES[name](folder)))
+    task = create_task(parse_recipe(CASES[name].recipe(folder)))
     return task, task.prepare(folder / "cache", Console(file=io.StringIO()))
 
 
@@ -138,6 +222,19 @@ def test_loss_trains_and_evaluation_computes_every_metric(name: str, tmp_path: P
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_loss_is_finite_under_bf16_autocast(name: str, tmp_path: Path) -> None:
+    task, prepared = _prepared(name, tmp_path)
+    torch.manual_seed(0)
+    module = build_model(task.recipe.model, prepared.dims)
+    feed = prepared.train
+    batch = next(iter(feed.batches(0))) if feed.unit == "epoch" else next(feed.stream(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = task.loss()(module, batch)
+    loss.backward()
+    assert math.isfinite(float(loss.detach()))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_state_round_trips_through_files(name: str, tmp_path: Path) -> None:
     task, prepared = _prepared(name, tmp_path)
     torch.manual_seed(0)
@@ -154,8 +251,10 @@ def test_state_round_trips_through_files(name: str, tmp_path: Path) -> None:
     after = collect(again, module, again.eval_split(raw).batches())
     assert after.loss == pytest.approx(before.loss, rel=1e-6)
     if "predict" in again.verbs:
-        rows = raw.drop(columns=["y"]).head(5)
-        pd.testing.assert_frame_equal(again.predict(module, rows), task.predict(module, rows))
+        rows = CASES[name].rows(raw)
+        predicted = again.predict(module, rows)
+        pd.testing.assert_frame_equal(predicted, task.predict(module, rows))
+        assert len(predicted) and predicted.notna().any(axis=None)
     else:
         text = "".join(again.stream(module, "To be", max_new_tokens=5, temperature=0.0))
         assert text == "".join(task.stream(module, "To be", max_new_tokens=5, temperature=0.0))

@@ -91,45 +91,33 @@ def validate(recipe: RecipeLike, overrides: list[str] | None = None) -> Recipe:
     return parsed
 
 
-def init_recipe(datafile: str | Path, target: str, out: str | Path | None = None) -> str:
-    """A starter recipe for a table: task from the target column, paths relative to ``out``."""
-    from tensorsmith.data.preprocess import infer_type
-    from tensorsmith.data.tables import check_columns, read_table
+def init_recipe(
+    datafile: str | Path,
+    target: str | None = None,
+    out: str | Path | None = None,
+    time: str | None = None,
+) -> str:
+    """A starter recipe for a table, a time series, a text table or an image folder: the first
+    starter in ``STARTERS`` that recognises the data writes it. Beside ``out`` the recipe
+    names its data relative to itself; printed, it may be saved anywhere, so it names the data
+    by its absolute path."""
+    from tensorsmith.tasks.starters import STARTERS
 
     path = Path(datafile)
-    df = read_table(path)
-    check_columns(df, [target], "--target", path.name)
-    numeric = infer_type(df[target]) == "number" and df[target].nunique() > 20
-    # beside --out the recipe names its data relative to itself; printed, it may be saved
-    # anywhere, so it names the data by its absolute path
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; check the path")
+    found = (STARTERS.get(name)(path, target, time) for name in STARTERS.names())
+    recipe = next((r for r in found if r is not None), None)
+    if recipe is None:
+        raise DataError(
+            f"cannot tell what to train on {path.name}: expected a table with --target COL "
+            "(and --time COL for a time series), or a folder with one sub-folder of images "
+            "per class"
+        )
     folder = Path(out).resolve().parent if out is not None else Path.cwd()
-    source = str(path.resolve())
     if out is not None:
-        with contextlib.suppress(ValueError):
-            source = str(path.resolve().relative_to(folder))
-    types = {c: infer_type(df[c]) for c in df.columns if c != target}
-    name = "".join(ch if ch.isalnum() else "-" for ch in path.stem.lower()).strip("-") or "model"
-    recipe: dict[str, Any] = {
-        "name": name,
-        "task": "regression" if numeric else "classification",
-        "data": {
-            "source": source,
-            "target": target,
-            "types": {c: t for c, t in types.items() if t == "category"},
-            "split": {"valid": 0.15, "test": 0.15, "seed": 0},
-        },
-        "model": {"arch": "mlp", "hidden": [64, 32], "activation": "relu"},
-        "train": {
-            "epochs": 200,
-            "batch_size": 32,
-            "optimizer": {"name": "adam", "lr": 0.001},
-            "early_stopping": {"monitor": "valid_loss", "patience": 20},
-            "seed": 0,
-        },
-        "evaluate": {"gate": {"r2": ">= 0.5"} if numeric else {"accuracy": ">= 0.8"}},
-    }
-    if not recipe["data"]["types"]:
-        del recipe["data"]["types"]
+        with contextlib.suppress(ValueError):  # a source outside the folder stays absolute
+            recipe["data"]["source"] = str(Path(recipe["data"]["source"]).relative_to(folder))
     text = f"# starter recipe for {path.name}: edit, then `tensorsmith train`\n"
     text += yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None)
     check_recipe(parse_recipe(yaml.safe_load(text), base_dir=folder))  # what we write validates

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ import pandas as pd
 from rich.console import Console
 
 from tensorsmith.api.model import Model
-from tensorsmith.data.tables import read_table, table_format, write_table
+from tensorsmith.data.tables import table_format, write_table
+from tensorsmith.data.text import DataWarning
 from tensorsmith.errors import DataError
 from tensorsmith.evaluation.metrics import MetricValue
 from tensorsmith.evaluation.report import print_metrics
@@ -69,10 +71,16 @@ def predict(
             raise DataError(f"--out {out} is a directory; give a file name such as preds.csv")
         table_format(Path(out), "write")
     model = _load_for(ref, store, "predict")
-    frame = read_table(data)
-    predictions = model.predictor.predict(frame)
-    result = pd.concat([frame, predictions], axis=1)
-    result.attrs["notes"] = predictions.attrs.get("notes", [])
+    with warnings.catch_warnings(record=True) as said:  # truncated texts, resized images …
+        warnings.simplefilter("always", DataWarning)
+        frame = model.task.read_inputs(Path(data))
+        predictions = model.predictor.predict(frame)
+    result = model.task.prediction_table(frame, predictions)
+    notes = [str(w.message) for w in said if issubclass(w.category, DataWarning)]
+    for w in said:
+        if not issubclass(w.category, DataWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    result.attrs["notes"] = [*notes, *predictions.attrs.get("notes", [])]
     if out is not None:
         write_table(result, out)
     return result

@@ -2,7 +2,9 @@
 
 Batches depend only on the seed and the epoch (epoch mode) or the micro-batch index (step mode),
 never on how many batches were drawn before: a run resumed at epoch or step k draws exactly the
-batches an uninterrupted run drew (DESIGN.md §6).
+batches an uninterrupted run drew (DESIGN.md §6). A dataset whose samples are random (image
+augmentation) gets ``(epoch, index)`` from its sampler and seeds each sample by (seed, epoch,
+sample), so it draws the same whichever worker process fetches it.
 
 The datasets here fetch a whole batch at once (``__getitems__``, which ``DataLoader`` calls with
 the sampler's index batch): an in-memory table is one tensor index per batch, not one Python call
@@ -20,8 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 __all__ = [
+    "BucketSampler",
     "EpochFeed",
     "EpochSampler",
+    "Padded",
     "StepFeed",
     "StepSampler",
     "Tensors",
@@ -77,11 +81,14 @@ class EpochSampler(Sampler[Index]):
     one batch holding every row) the batches are slices, which index without copying.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(
+        self, n: int, batch_size: int, seed: int, shuffle: bool = True, tag_epoch: bool = False
+    ) -> None:
         self.n = n
         self.batch_size = max(1, min(batch_size, n))
         self.seed = seed
         self.shuffle = shuffle and self.batch_size < n
+        self.tag_epoch = tag_epoch  # yield (epoch, index): for datasets that draw per sample
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -90,7 +97,11 @@ class EpochSampler(Sampler[Index]):
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
 
-    def __iter__(self) -> Iterator[Index]:
+    def __iter__(self) -> Iterator[Any]:
+        for index in self._batches():
+            yield (self.epoch, index) if self.tag_epoch else index
+
+    def _batches(self) -> Iterator[Index]:
         if not self.shuffle:
             for start in range(0, self.n, self.batch_size):
                 yield slice(start, start + self.batch_size)
@@ -99,6 +110,31 @@ class EpochSampler(Sampler[Index]):
         order = torch.randperm(self.n, generator=gen)
         for start in range(0, self.n, self.batch_size):
             yield order[start : start + self.batch_size]
+
+
+class BucketSampler(EpochSampler):
+    """Length-bucketed batches: a seeded permutation of the epoch is cut into buckets of
+    ``bucket_batches`` batches, each bucket sorted by length and cut into batches, and the
+    batches shuffled. A batch then holds samples of similar length, so padding it to its
+    longest sample costs little; the batches still depend only on (seed, epoch)."""
+
+    def __init__(
+        self, lengths: torch.Tensor, batch_size: int, seed: int, bucket_batches: int = 50
+    ) -> None:
+        super().__init__(len(lengths), batch_size, seed)
+        self.lengths = lengths
+        self.bucket = self.batch_size * bucket_batches
+
+    def _batches(self) -> Iterator[Index]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=gen)
+        batches: list[torch.Tensor] = []
+        for start in range(0, self.n, self.bucket):
+            bucket = order[start : start + self.bucket]
+            bucket = bucket[torch.argsort(self.lengths[bucket], stable=True)]
+            batches += list(torch.split(bucket, self.batch_size))
+        for i in torch.randperm(len(batches), generator=gen).tolist():
+            yield batches[i]
 
 
 class EpochFeed:
@@ -114,9 +150,10 @@ class EpochFeed:
         shuffle: bool = True,
         workers: int = 0,
         tokens_per_sample: int = 1,
+        sampler: EpochSampler | None = None,
     ) -> None:
         self.dataset = dataset
-        self.sampler = EpochSampler(len(cast(Any, dataset)), batch_size, seed, shuffle)
+        self.sampler = sampler or EpochSampler(len(cast(Any, dataset)), batch_size, seed, shuffle)
         self.workers = workers
         self.tokens_per_sample = tokens_per_sample
 
@@ -133,6 +170,28 @@ class EpochFeed:
             # tiny network's step (measured by bench/overhead.py), so fetch directly
             return (fetch(index) for index in indices)
         return _loader(self.dataset, list(indices), self.workers)
+
+
+class Padded(Dataset[Batch]):
+    """Padded sequences (N, L, …) with their lengths and targets; a batch is cut to its longest
+    sequence and comes as ``(x, mask, *targets)`` with ``mask`` (B, T) True on real steps."""
+
+    def __init__(self, x: torch.Tensor, lengths: torch.Tensor, *targets: torch.Tensor) -> None:
+        self.x, self.lengths, self.targets = x, lengths, targets
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> Batch:
+        return tuple(t[0] for t in self.__getitems__(torch.tensor([index])))
+
+    def __getitems__(self, index: Index) -> Batch:
+        lengths = self.lengths[index]  # (B,)
+        longest = max(int(lengths.max()), 1) if len(lengths) else 1
+        x = self.x[index][:, :longest]  # (B, T, …)
+        mask = torch.arange(longest) < lengths[:, None]  # (B, T)
+        x = x.long() if not x.is_floating_point() else x
+        return (x, mask, *(t[index] for t in self.targets))
 
 
 class Windows(Dataset[Batch]):
@@ -190,6 +249,8 @@ class StepFeed:
         return iter(_loader(self.dataset, sampler))
 
 
-def sequential(dataset: Dataset[Any], indices: Sequence[Index]) -> Iterable[Batch]:
+def sequential(
+    dataset: Dataset[Any], indices: Sequence[Index], workers: int = 0
+) -> Iterable[Batch]:
     """Evaluation batches: the given index batches in order, through a ``DataLoader``."""
-    return _loader(dataset, list(indices))
+    return _loader(dataset, list(indices), workers)

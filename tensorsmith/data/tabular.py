@@ -11,7 +11,7 @@ import pandas as pd
 
 from tensorsmith.data.preprocess import Encoded, Preprocessor, infer_type, non_numbers, row_list
 from tensorsmith.data.tables import check_columns, read_table
-from tensorsmith.errors import DataError, shorten
+from tensorsmith.errors import DataError, did_you_mean, shorten
 from tensorsmith.recipe import SplitSpec, TableData
 
 __all__ = [
@@ -71,17 +71,45 @@ def check_target(df: pd.DataFrame, target: str, kind: str, file: str) -> None:
         )
 
 
+def _named_groups(
+    df: pd.DataFrame, spec: SplitSpec
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The rows of the groups that data.split.valid / test name, and the rows left over."""
+    named: dict[str, pd.DataFrame] = {}
+    for key in ("test", "valid"):
+        names = getattr(spec, key)
+        if not isinstance(names, list):
+            continue
+        assert spec.group is not None  # the recipe requires it with named groups
+        values = df[spec.group].astype(str)
+        present = sorted(values.unique())
+        missing = [n for n in names if n not in set(present)]
+        if missing:
+            raise DataError(
+                f"data.split.{key} names {spec.group} {missing[0]!r}, which is not in column "
+                f"'{spec.group}'{did_you_mean(missing[0], present) or ';'} values are: "
+                f"{', '.join(present[:20])}{' …' if len(present) > 20 else ''}"
+            )
+        chosen = values.isin(names)
+        named[key], df = df[chosen], df[~chosen]
+    return df, named
+
+
 def split_frame(
     df: pd.DataFrame, spec: SplitSpec, target: str, stratify: bool
 ) -> dict[str, pd.DataFrame]:
-    """Random, stratified or grouped split into train / valid / test, fixed by the seed."""
+    """Random, stratified or grouped split into train / valid / test, fixed by the seed.
+
+    Groups named in data.split.valid / test go to that split whole; fractions split the rest.
+    """
     from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
-    test = float(spec.test or 0.0)
-    valid = float(spec.valid)
+    test = 0.0 if isinstance(spec.test, list) else float(spec.test or 0.0)
+    valid = 0.0 if isinstance(spec.valid, list) else float(spec.valid)
     stratify = spec.stratify if spec.stratify is not None else stratify
     if spec.group is not None:
         check_columns(df, [spec.group], "data.split.group", "the data")
+    df, named = _named_groups(df, spec)
 
     def cut(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         if fraction <= 0:
@@ -102,9 +130,12 @@ def split_frame(
             ) from None
         return a, b
 
-    rest, test_df = cut(df, test, spec.seed)
+    rest, test_df = (df, named["test"]) if "test" in named else cut(df, test, spec.seed)
     share = valid / (1.0 - test) if test < 1 else 0.0
-    train_df, valid_df = cut(rest, share, spec.seed + 1)
+    if "valid" in named:
+        train_df, valid_df = rest, named["valid"]
+    else:
+        train_df, valid_df = cut(rest, share, spec.seed + 1)
     if len(train_df) == 0:
         raise DataError(f"the train split is empty ({len(df)} rows); lower data.split fractions")
     return {"train": train_df, "valid": valid_df, "test": test_df}

@@ -1,6 +1,7 @@
-"""Tokenizers for language modeling, built with Hugging Face ``tokenizers``.
+"""Tokenizers for language modeling and for text classification, built with Hugging Face
+``tokenizers``.
 
-Two kinds, each saved as one ``tokenizer.json`` that :meth:`Tokenizer.from_file` reads without
+Three kinds, each saved as one ``tokenizer.json`` that :meth:`Tokenizer.from_file` reads without
 executing code (DESIGN.md §4):
 
 - ``char`` — one token per character seen in training, plus ``<|endoftext|>`` and ``<|unk|>``.
@@ -11,6 +12,12 @@ executing code (DESIGN.md §4):
   the same job about ten times slower.)
 - ``bpe`` — byte-level BPE (GPT-2 style) trained on the train text only; every string
   round-trips, so it has no unknown token.
+- ``wordpiece`` — BERT's sub-word pieces (``##`` continues a word) over words and punctuation,
+  trained on the train text only; for classification, where text need not round-trip.
+
+A tokenizer for classification or regression (:meth:`TextTokenizer.for_sequences`) also lower-
+cases when asked, and truncates and pads every text to ``max_length`` with a ``<|pad|>`` token:
+those settings are part of its ``tokenizer.json``.
 
 Both register :data:`~tensorsmith.data.text.END_OF_TEXT` as a special token: the document
 separator that :func:`~tensorsmith.data.text.split_corpus` writes encodes to ``eot_id``.
@@ -20,20 +27,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from tensorsmith.data.text import END_OF_TEXT
 from tensorsmith.errors import DataError
 from tensorsmith.registry import Registry
 
-__all__ = ["TOKENIZERS", "UNKNOWN", "TextTokenizer", "TokenizerKind"]
+__all__ = ["PAD", "TOKENIZERS", "UNKNOWN", "TextTokenizer", "TokenizerKind"]
 
-TokenizerKind = Literal["char", "bpe"]
+TokenizerKind = Literal["char", "bpe", "wordpiece"]
 UNKNOWN = "<|unk|>"
+PAD = "<|pad|>"
 TOKENIZER_FILE = "tokenizer.json"
 
 # Chunks for encode_batch end where a line of one non-blank line meets the next ('x\nY'). The
@@ -65,6 +74,31 @@ class TextTokenizer:
                 "check data.source and data.split"
             )
         return cls(TOKENIZERS.get(kind)(pieces, vocab_size))
+
+    @classmethod
+    def for_sequences(
+        cls,
+        kind: str,
+        texts: Sequence[str],
+        vocab_size: int,
+        max_length: int,
+        lowercase: bool = True,
+    ) -> TextTokenizer:
+        """A tokenizer for classification or regression, trained on ``texts`` (the train split):
+        lower-casing when asked, truncating and padding every text to ``max_length``."""
+        trained = cls.train(kind, [t.lower() for t in texts] if lowercase else texts, vocab_size)
+        tok = trained.tokenizer
+        if lowercase:
+            base = tok.normalizer
+            tok.normalizer = (
+                normalizers.Lowercase()
+                if base is None
+                else normalizers.Sequence([base, normalizers.Lowercase()])
+            )
+        tok.add_special_tokens([PAD])
+        tok.enable_truncation(max_length)
+        tok.enable_padding(pad_id=tok.token_to_id(PAD), pad_token=PAD, length=max_length)
+        return cls(tok)
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -109,7 +143,14 @@ class TextTokenizer:
     @property
     def kind(self) -> TokenizerKind:
         decoder = json.loads(self.to_json()).get("decoder") or {}
-        return "bpe" if decoder.get("type") == "ByteLevel" else "char"
+        kinds: dict[str, TokenizerKind] = {"ByteLevel": "bpe", "WordPiece": "wordpiece"}
+        return kinds.get(str(decoder.get("type")), "char")
+
+    @property
+    def max_length(self) -> int | None:
+        """The length every text is truncated and padded to (a tokenizer for sequences)."""
+        truncation = self.tokenizer.truncation
+        return None if truncation is None else int(truncation["max_length"])
 
     @property
     def vocab_size(self) -> int:
@@ -133,6 +174,15 @@ class TextTokenizer:
         if len(chunks) == 1:
             return list(self.tokenizer.encode(chunks[0]).ids)
         return [i for enc in self.tokenizer.encode_batch(chunks) for i in enc.ids]
+
+    def encode_padded(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Token ids (N, max_length) int32 padded with ``<|pad|>``, the (N,) lengths, and (N,)
+        whether each text was longer than ``max_length`` tokens (and so truncated)."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(len(encodings), -1)
+        lengths = np.array([sum(e.attention_mask) for e in encodings], dtype=np.int64)
+        truncated = np.array([len(e.overflowing) > 0 for e in encodings], dtype=bool)
+        return ids, lengths, truncated
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Text of ``ids``; the end-of-text token is written out unless ``skip_special_tokens``."""
@@ -180,12 +230,71 @@ def _bpe_tokenizer(pieces: list[str], vocab_size: int | None) -> Tokenizer:
     return tokenizer
 
 
+_CONTINUES = 0x100000  # private-use plane 16: where a word's later characters are trained
+_LAST_MAPPED = 0xFFFF  # characters beyond the basic plane are not mapped (see below)
+
+
+def _continuation(word: str) -> str:
+    """``word`` with every character after the first moved to the private-use plane."""
+    return word[0] + "".join(
+        chr(_CONTINUES + ord(c)) if ord(c) <= _LAST_MAPPED else c for c in word[1:]
+    )
+
+
+def _piece(token: str) -> str:
+    """A trained BPE token back in WordPiece's spelling: continuation characters as ``##…``."""
+    if token and ord(token[0]) >= _CONTINUES:
+        return "##" + "".join(chr(ord(c) - _CONTINUES) for c in token)
+    return "".join(chr(ord(c) - _CONTINUES) if ord(c) >= _CONTINUES else c for c in token)
+
+
+def _wordpiece_tokenizer(pieces: list[str], vocab_size: int | None) -> Tokenizer:
+    """BERT's WordPiece, trained deterministically.
+
+    Hugging Face's ``WordPieceTrainer`` trains BPE with a ``##`` continuation prefix, but it
+    numbers the ``##x`` pieces in hash-map order, so ties between equally frequent merges break
+    differently from one run to the next (and a resumed run would get another vocabulary). Here
+    the same training runs on words whose later characters are private-use code points
+    (U+100000 + code): every character then gets its id in code-point order, the merges are the
+    same every run, and the tokens are spelled back with ``##`` into a WordPiece vocabulary.
+    Every character seen gets both a word-initial and a ``##`` piece, so no word of known
+    characters becomes unknown.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    words = pre_tokenizers.BertPreTokenizer()  # words and punctuation
+
+    def mapped(text: str) -> str:
+        norm = normalizer.normalize_str(text)
+        return " ".join(_continuation(w) for w, _ in words.pre_tokenize_str(norm))
+
+    bpe = Tokenizer(models.BPE(unk_token=UNKNOWN))
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size or 8000, special_tokens=[END_OF_TEXT, UNKNOWN], show_progress=False
+    )
+    bpe.train_from_iterator((mapped(p) for p in pieces), trainer=trainer, length=len(pieces))
+    trained = sorted(bpe.get_vocab().items(), key=lambda kv: kv[1])
+    spelled = [_piece(token) for token, _ in trained]
+    chars = sorted(
+        {c for t in spelled for c in t.removeprefix("##") if t not in (END_OF_TEXT, UNKNOWN)}
+    )
+    spelled += [p for c in chars for p in (c, f"##{c}")]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(spelled))}
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token=UNKNOWN))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = words
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.add_special_tokens([END_OF_TEXT, UNKNOWN])
+    return tokenizer
+
+
 # kind → builder(train pieces, vocab_size)
 TOKENIZERS: Registry[Callable[[list[str], int | None], Tokenizer]] = Registry(
     "tokenizer", "data.tokenizer.kind"
 )
 TOKENIZERS.register("char", _char_tokenizer)
 TOKENIZERS.register("bpe", _bpe_tokenizer)
+TOKENIZERS.register("wordpiece", _wordpiece_tokenizer)
 
 
 def _chunks(text: str, size: int = _CHUNK_CHARS) -> Iterator[str]:

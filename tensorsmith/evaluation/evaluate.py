@@ -3,7 +3,9 @@
 Every number comes from :func:`evaluate`: the task turns each batch into outputs, the outputs
 of a split are collected, the task decodes them into the units its metrics read, and
 ``METRICS`` computes them. In-loop validation, the final valid/test metrics and ``tensorsmith
-evaluate`` therefore agree by construction.
+evaluate`` therefore agree by construction. The final metrics and ``evaluate`` also score the
+task's baselines on the same split with the same metrics (``Task.reference_outputs``), recorded
+beside the model's as ``<baseline>_<metric>`` (``naive_rmse``, ``majority_f1_macro``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tensorsmith.evaluation.metrics import MetricValue, compute_metrics
+from tensorsmith.evaluation.metrics import METRICS, MetricValue, compute_metrics
 from tensorsmith.tasks import Batch, EvalSplit, Outputs, Task
 
-__all__ = ["Evaluator", "collect", "evaluate"]
+__all__ = ["Evaluator", "collect", "evaluate", "scored"]
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -50,6 +52,23 @@ def collect(task: Task, module: nn.Module, batches: Iterable[Batch]) -> Outputs:
     return task.outputs(arrays, float(loss_sum) / max(count, 1))
 
 
+def scored(
+    task: Task, split: EvalSplit, outputs: Outputs, names: Sequence[str]
+) -> dict[str, MetricValue]:
+    """The named metrics of a split's outputs, then each baseline's as ``<baseline>_<metric>``."""
+    outputs.split = split
+    result = compute_metrics(names, outputs)
+    for baseline, out in task.reference_outputs(split, outputs).items():
+        usable = [
+            n
+            for n in names
+            if METRICS[n].scalar and not (METRICS[n].needs_proba and out.proba is None)
+        ]
+        for name, value in compute_metrics(usable, out).items():
+            result[f"{baseline}_{name}"] = value
+    return result
+
+
 def evaluate(
     task: Task,
     module: nn.Module,
@@ -57,8 +76,8 @@ def evaluate(
     names: Sequence[str],
     limit: int | None = None,
 ) -> dict[str, MetricValue]:
-    """The named metrics of ``module`` on one split."""
-    return compute_metrics(names, collect(task, module, split.batches(limit)))
+    """The named metrics of ``module`` on one split (and of the task's baselines)."""
+    return scored(task, split, collect(task, module, split.batches(limit)), names)
 
 
 class Evaluator:
@@ -102,5 +121,5 @@ class Evaluator:
         result: dict[str, dict[str, Any]] = {}
         for name, split in self.splits.items():
             self.outputs[name] = collect(self.task, module, split.batches())
-            result[name] = compute_metrics(self.metrics, self.outputs[name])
+            result[name] = scored(self.task, split, self.outputs[name], self.metrics)
         return result

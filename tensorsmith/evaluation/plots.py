@@ -428,6 +428,8 @@ PLOTS.register("confusion_matrix", _confusion_from_labels)
 PLOTS.register("roc", plot_roc)
 PLOTS.register("decision_boundary", plot_decision_boundary)
 PLOTS.register("rounds", plot_rounds)
+PLOTS.register_lazy("image_grid", "tensorsmith.evaluation.plot_inputs:plot_image_grid")
+PLOTS.register_lazy("forecast", "tensorsmith.evaluation.plot_inputs:plot_forecast")
 
 
 def draw_plots(

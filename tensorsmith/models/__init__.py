@@ -2,8 +2,10 @@
 
 Each class has ``from_spec(spec, dims)``: ``spec`` is the recipe's ``model`` section, ``dims``
 the sizes the data decides (``n_inputs``/``n_outputs``/``cardinalities`` for tables,
-``vocab_size`` for text). The artifact's ``config.json`` stores ``dims`` so loading rebuilds the
-same module. Entries are imported on first use: checking a recipe's names imports no torch.
+``vocab_size`` for text, ``channels``/``height``/``width`` for images, ``n_features`` or
+``vocab_size`` with ``max_length`` for sequences). The artifact's ``config.json`` stores
+``dims`` so loading rebuilds the same module. Entries are imported on first use: checking a
+recipe's names imports no torch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ MODELS.register_lazy("linear", "tensorsmith.models.linear:Linear")
 MODELS.register_lazy("mlp", "tensorsmith.models.mlp:MLP")
 MODELS.register_lazy("gpt", "tensorsmith.models.gpt:GPT")
 MODELS.register_lazy("hf-causal", "tensorsmith.models.hf:HFCausalLM")
+MODELS.register_lazy("hf-encoder", "tensorsmith.models.hf:HFEncoder")
+MODELS.register_lazy("cnn", "tensorsmith.models.cnn:CNN")
+MODELS.register_lazy("rnn", "tensorsmith.models.rnn:RNN")
+MODELS.register_lazy("transformer", "tensorsmith.models.transformer:Encoder")
 
 
 def check_model(spec: Any) -> None:

@@ -11,14 +11,23 @@ No torch import here: this is layer L0.
 
 from tensorsmith.recipe.base import DataSpec, Recipe
 from tensorsmith.recipe.finetune import FinetuneSpec, LoraSpec, RoundPolicy
+from tensorsmith.recipe.images import (
+    AugmentSpec,
+    ImageClassificationRecipe,
+    ImageData,
+    ImageSpec,
+)
 from tensorsmith.recipe.language import CorpusData, LanguageModelingRecipe, StepTrain
 from tensorsmith.recipe.models import (
+    CNNSpec,
     GPTSpec,
     HFCausalSpec,
     HFEncoderSpec,
     LinearSpec,
     MLPSpec,
     ModelSpec,
+    RNNSpec,
+    TransformerSpec,
 )
 from tensorsmith.recipe.parse import (
     RECIPES,
@@ -36,6 +45,14 @@ from tensorsmith.recipe.sections import (
     SplitSpec,
     TrainSpec,
 )
+from tensorsmith.recipe.sequences import (
+    ForecastData,
+    LabelledSequenceData,
+    SequenceClassificationRecipe,
+    SequenceRegressionRecipe,
+    SequenceSplit,
+    TimeSplit,
+)
 from tensorsmith.recipe.tables import (
     ClassificationRecipe,
     ClassificationTrain,
@@ -44,9 +61,17 @@ from tensorsmith.recipe.tables import (
     TableData,
     TableTrain,
 )
+from tensorsmith.recipe.text import (
+    TextClassificationRecipe,
+    TextData,
+    TextRegressionRecipe,
+    TextTokenizerSpec,
+)
 
 __all__ = [
     "RECIPES",
+    "AugmentSpec",
+    "CNNSpec",
     "ClassificationRecipe",
     "ClassificationTrain",
     "CorpusData",
@@ -54,25 +79,40 @@ __all__ = [
     "EarlyStoppingSpec",
     "EvaluateSpec",
     "FinetuneSpec",
+    "ForecastData",
     "GPTSpec",
     "HFCausalSpec",
     "HFEncoderSpec",
+    "ImageClassificationRecipe",
+    "ImageData",
+    "ImageSpec",
+    "LabelledSequenceData",
     "LanguageModelingRecipe",
     "LinearSpec",
     "LoraSpec",
     "MLPSpec",
     "ModelSpec",
     "OptimizerSpec",
+    "RNNSpec",
     "Recipe",
     "RegressionData",
     "RegressionRecipe",
     "RoundPolicy",
     "ScheduleSpec",
+    "SequenceClassificationRecipe",
+    "SequenceRegressionRecipe",
+    "SequenceSplit",
     "SplitSpec",
     "StepTrain",
     "TableData",
     "TableTrain",
+    "TextClassificationRecipe",
+    "TextData",
+    "TextRegressionRecipe",
+    "TextTokenizerSpec",
+    "TimeSplit",
     "TrainSpec",
+    "TransformerSpec",
     "apply_overrides",
     "load_recipe",
     "load_yaml",

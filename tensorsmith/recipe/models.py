@@ -14,13 +14,16 @@ from pydantic import Field, field_validator, model_validator
 from tensorsmith.recipe.sections import Strict
 
 __all__ = [
+    "CNNSpec",
     "GPTSpec",
     "HFCausalSpec",
     "HFEncoderSpec",
     "LinearSpec",
     "MLPSpec",
     "ModelSpec",
+    "RNNSpec",
     "TableModelSpec",
+    "TransformerSpec",
 ]
 
 Init = Literal["default", "gaussian", "uniform", "xavier", "kaiming"]
@@ -43,7 +46,7 @@ class LinearSpec(ModelSpec):
 class MLPSpec(ModelSpec):
     arch: Literal["mlp"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [64, 32])
-    activation: str = "relu"  # ACTIVATIONS in models/mlp.py
+    activation: str = "relu"  # ACTIVATIONS in models/activations.py
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     batch_norm: bool = False
     init: Init = "default"
@@ -93,6 +96,92 @@ class HFEncoderSpec(ModelSpec):
     config: dict[str, Any] = Field(default_factory=dict)
     pooling: Literal["mean", "cls"] = "mean"
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+def _positive(values: list[int], what: str) -> list[int]:
+    if any(v < 1 for v in values):
+        raise ValueError(f"{what} must be positive integers")
+    return values
+
+
+class CNNSpec(ModelSpec):
+    """Conv blocks (one per ``channels`` entry), global pooling and an MLP head."""
+
+    arch: Literal["cnn"] = "cnn"
+    channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    kernel: int = Field(default=3, ge=1)
+    stride: int = Field(default=1, ge=1)
+    padding: int | None = Field(default=None, ge=0)  # default kernel // 2: "same" at stride 1
+    batch_norm: bool = True
+    activation: str = "relu"  # ACTIVATIONS in models/activations.py
+    pool: Literal["max", "avg", "none"] = "max"  # 2x2 after each block
+    residual: bool = False  # each block: two convolutions and a skip connection (ResNet)
+    global_pool: Literal["avg", "max"] = "avg"
+    head: list[int] = Field(default_factory=list)  # hidden sizes of the MLP head
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # before each head layer
+
+    @field_validator("channels", "head")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        return _positive(v, "channels and head sizes")
+
+    @model_validator(mode="after")
+    def _residual_keeps_size(self) -> CNNSpec:
+        pad = self.kernel // 2 if self.padding is None else self.padding
+        if self.residual and (self.kernel % 2 == 0 or pad != self.kernel // 2):
+            raise ValueError(
+                "model.residual adds each block's input to its output, so the convolutions must "
+                f"keep the size: an odd model.kernel (got {self.kernel}) and model.padding "
+                "kernel // 2 (leave model.padding out)"
+            )
+        return self
+
+
+class RNNSpec(ModelSpec):
+    """A recurrent encoder over packed variable-length sequences, pooled, with a head."""
+
+    arch: Literal["rnn"] = "rnn"
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"
+    hidden_size: int = Field(default=64, ge=1)
+    layers: int = Field(default=1, ge=1)
+    bidirectional: bool = False
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # between layers and before the head
+    pooling: Literal["last", "mean"] = "last"
+    embedding_dim: int | None = Field(default=None, ge=1)  # text: token width (hidden_size)
+    head: list[int] = Field(default_factory=list)
+
+    @field_validator("head")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        return _positive(v, "head sizes")
+
+
+class TransformerSpec(ModelSpec):
+    """A pre-LayerNorm transformer encoder for tokens or numeric sequences, pooled, with a head."""
+
+    arch: Literal["transformer"] = "transformer"
+    n_layer: int = Field(default=2, ge=1)
+    n_head: int = Field(default=4, ge=1)
+    n_embd: int = Field(default=64, ge=1)
+    mlp_ratio: int = Field(default=4, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    positions: Literal["learned", "sinusoidal"] = "learned"
+    pooling: Literal["cls", "mean"] = "mean"
+    bias: bool = True
+    head: list[int] = Field(default_factory=list)
+
+    @field_validator("head")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        return _positive(v, "head sizes")
+
+    @model_validator(mode="after")
+    def _heads(self) -> TransformerSpec:
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
+            )
+        return self
 
 
 TableModelSpec = LinearSpec | MLPSpec

@@ -18,8 +18,11 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from tensorsmith.errors import RecipeError, did_you_mean, shorten
 from tensorsmith.recipe.base import Recipe
+from tensorsmith.recipe.images import ImageClassificationRecipe
 from tensorsmith.recipe.language import LanguageModelingRecipe
+from tensorsmith.recipe.sequences import SequenceClassificationRecipe, SequenceRegressionRecipe
 from tensorsmith.recipe.tables import ClassificationRecipe, RegressionRecipe
+from tensorsmith.recipe.text import TextClassificationRecipe, TextRegressionRecipe
 
 __all__ = [
     "MAX_RECIPE_BYTES",
@@ -36,6 +39,11 @@ RECIPES: dict[str, type[Recipe]] = {
     "regression": RegressionRecipe,
     "classification": ClassificationRecipe,
     "language-modeling": LanguageModelingRecipe,
+    "image-classification": ImageClassificationRecipe,
+    "sequence-regression": SequenceRegressionRecipe,
+    "sequence-classification": SequenceClassificationRecipe,
+    "text-classification": TextClassificationRecipe,
+    "text-regression": TextRegressionRecipe,
 }
 _ADAPTER: TypeAdapter[Recipe] = TypeAdapter(
     cast(Any, Annotated[Union[tuple(RECIPES.values())], Field(discriminator="task")])  # noqa: UP007

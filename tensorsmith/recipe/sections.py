@@ -29,10 +29,14 @@ class Strict(BaseModel):
 
 
 class SplitSpec(Strict):
-    """Random / stratified / grouped fractions, or explicit files (train, valid, test)."""
+    """Random / stratified / grouped fractions, named groups, or explicit files.
 
-    valid: float | str = 0.15
-    test: float | str | None = 0.15
+    ``valid`` and ``test`` are each a fraction, a list of values of ``group`` (those groups go
+    to that split: ``{group: play, test: [hamlet, lear]}``), or with ``train`` a file path.
+    """
+
+    valid: float | str | list[str] = 0.15
+    test: float | str | list[str] | None = 0.15
     train: str | None = None
     seed: int = 0
     stratify: bool | None = None  # default: on for classification
@@ -40,6 +44,17 @@ class SplitSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> SplitSpec:
+        named = [k for k in ("valid", "test") if isinstance(getattr(self, k), list)]
+        if named and self.group is None:
+            raise ValueError(
+                f"data.split.{named[0]} lists group names, which need data.split.group: the "
+                "column whose values they are (for example group: play)"
+            )
+        if named and self.train is not None:
+            raise ValueError("named groups cannot be mixed with split files (data.split.train)")
+        if len(named) == 2 and set(self.valid) & set(self.test or []):  # type: ignore[arg-type]
+            both = sorted(set(self.valid) & set(self.test or []))  # type: ignore[arg-type]
+            raise ValueError(f"groups {both} are named in both data.split.valid and test")
         files = [isinstance(v, str) for v in (self.train, self.valid, self.test) if v is not None]
         if any(files) and not (self.train is not None and all(files)):
             raise ValueError(
@@ -47,11 +62,12 @@ class SplitSpec(Strict):
                 "(test optional); fractions cannot be mixed with files"
             )
         if self.train is None:
-            for key in ("valid", "test"):
-                value = getattr(self, key)
-                if value is not None and not 0.0 <= float(value) < 1.0:
+            fractions = {k: getattr(self, k) for k in ("valid", "test")}
+            fractions = {k: v for k, v in fractions.items() if isinstance(v, float | int)}
+            for key, value in fractions.items():
+                if not 0.0 <= float(value) < 1.0:
                     raise ValueError(f"data.split.{key} must be a fraction in [0, 1), got {value}")
-            total = float(self.valid) + float(self.test or 0.0)
+            total = sum(float(v) for v in fractions.values())
             if total >= 1.0:
                 raise ValueError(f"valid + test fractions must leave rows to train on; got {total}")
         return self

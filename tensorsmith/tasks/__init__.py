@@ -30,6 +30,20 @@ TASKS: Registry[type[Task]] = Registry("task", "task")
 TASKS.register_lazy("regression", "tensorsmith.tasks.regression:RegressionTask")
 TASKS.register_lazy("classification", "tensorsmith.tasks.classification:ClassificationTask")
 TASKS.register_lazy("language-modeling", "tensorsmith.tasks.language_modeling:LanguageModelingTask")
+TASKS.register_lazy(
+    "image-classification", "tensorsmith.tasks.image_classification:ImageClassificationTask"
+)
+TASKS.register_lazy(
+    "sequence-regression", "tensorsmith.tasks.sequence_regression:SequenceRegressionTask"
+)
+TASKS.register_lazy(
+    "sequence-classification",
+    "tensorsmith.tasks.sequence_classification:SequenceClassificationTask",
+)
+TASKS.register_lazy(
+    "text-classification", "tensorsmith.tasks.text_classification:TextClassificationTask"
+)
+TASKS.register_lazy("text-regression", "tensorsmith.tasks.text_regression:TextRegressionTask")
 _BASE = {"Batch", "EvalSplit", "LossOf", "Outputs", "Prepared", "Task"}
 
 

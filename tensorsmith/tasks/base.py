@@ -47,6 +47,7 @@ class Outputs:
     y_pred: np.ndarray | None = None
     proba: np.ndarray | None = None  # (N, K) class probabilities
     n_classes: int = 0
+    split: Any = None  # the EvalSplit these came from (set by the evaluation path), for plots
 
 
 @dataclass
@@ -100,6 +101,12 @@ class Task(ABC):
     @abstractmethod
     def read_file(self, path: Path) -> Any:
         """Raw data with targets from a file, for ``tensorsmith evaluate --data FILE``."""
+
+    def read_inputs(self, path: Path) -> Any:
+        """Raw inputs to predict, for ``tensorsmith predict --data PATH`` (a table by default)."""
+        from tensorsmith.data.tables import read_table
+
+        return read_table(path)
 
     @abstractmethod
     def eval_split(self, raw: Any) -> EvalSplit:
@@ -160,6 +167,11 @@ class Task(ABC):
         """What the training loss is, for the learning-curve axis ("MSE on log(price) …")."""
         return "loss"
 
+    def reference_outputs(self, split: EvalSplit, outputs: Outputs) -> dict[str, Outputs]:
+        """Simple baselines on the same split, by name (``naive``, ``majority`` …): their
+        outputs, which the evaluation path scores with the same metrics as the model's."""
+        return {}
+
     def usage(self, ref: str) -> str:
         """The command that uses a stored version of this task."""
         return f"tensorsmith predict {ref} --data FILE"
@@ -169,6 +181,10 @@ class Task(ABC):
     def predict(self, module: nn.Module, records: pd.DataFrame) -> pd.DataFrame:
         """Decoded predictions, one row per input record."""
         raise DataError(self.wrong_verb("predict"))
+
+    def prediction_table(self, records: Any, predictions: pd.DataFrame) -> pd.DataFrame:
+        """What ``tensorsmith predict`` writes: the input rows beside their predictions."""
+        return pd.concat([records, predictions], axis=1)
 
     def predict_proba(self, module: nn.Module, records: pd.DataFrame) -> np.ndarray:
         raise DataError(f"predict_proba is for classification models, not task {self.name}")

@@ -13,7 +13,7 @@ from tensorsmith.recipe import ClassificationRecipe
 from tensorsmith.tasks.base import Outputs
 from tensorsmith.tasks.table import TableTask
 
-__all__ = ["ClassificationTask", "probabilities"]
+__all__ = ["ClassificationTask", "class_sections", "probabilities"]
 
 
 def probabilities(scores: np.ndarray) -> np.ndarray:
@@ -26,6 +26,33 @@ def probabilities(scores: np.ndarray) -> np.ndarray:
     z = scores.astype(np.float64) - scores.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def class_sections(outputs: Outputs | None, classes: list[str], split: str) -> list[str]:
+    """Card sections of a classifier: per-class precision, recall and F1, and the confusion
+    matrix of the reported split."""
+    if outputs is None or outputs.y_true is None or outputs.y_pred is None:
+        return []
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    k = list(range(len(classes)))
+    cm = confusion_matrix(outputs.y_true, outputs.y_pred, labels=k)
+    p, r, f, n = precision_recall_fscore_support(
+        outputs.y_true, outputs.y_pred, labels=k, zero_division=0
+    )
+    lines = ["## Per class", "", "| class | precision | recall | F1 | rows |"]
+    lines += ["|---|---|---|---|---|"]
+    lines += [
+        f"| {c} | {p[i]:.3f} | {r[i]:.3f} | {f[i]:.3f} | {int(n[i]):,} |"
+        for i, c in enumerate(classes)
+    ]
+    lines += ["", f"## Confusion matrix ({split} split; rows: true class, columns: predicted)", ""]
+    lines += ["| true \\ predicted | " + " | ".join(classes) + " |"]
+    lines += ["|---|" + "---|" * len(classes)]
+    lines += [
+        f"| {c} | " + " | ".join(f"{v:,}" for v in cm[i]) + " |" for i, c in enumerate(classes)
+    ]
+    return [*lines, ""]
 
 
 class ClassificationTask(TableTask):
@@ -52,40 +79,7 @@ class ClassificationTask(TableTask):
         return name + (", class-weighted" if self.class_weights_ is not None else "")
 
     def card_sections(self, module: nn.Module, outputs: Outputs | None, split: str) -> list[str]:
-        """The confusion matrix and per-class precision, recall and F1 of the reported split."""
-        if outputs is None or outputs.y_true is None or outputs.y_pred is None:
-            return []
-        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-        classes = self.preprocessor.classes
-        k = list(range(len(classes)))
-        cm = confusion_matrix(outputs.y_true, outputs.y_pred, labels=k)
-        p, r, f, n = precision_recall_fscore_support(
-            outputs.y_true, outputs.y_pred, labels=k, zero_division=0
-        )
-        lines = [
-            "## Per class",
-            "",
-            "| class | precision | recall | F1 | rows |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {c} | {p[i]:.3f} | {r[i]:.3f} | {f[i]:.3f} | {int(n[i]):,} |"
-            for i, c in enumerate(classes)
-        ]
-        lines += [
-            "",
-            f"## Confusion matrix ({split} split; rows: true class, columns: predicted)",
-            "",
-        ]
-        lines += [
-            "| true \\ predicted | " + " | ".join(classes) + " |",
-            "|---|" + "---|" * len(classes),
-        ]
-        lines += [
-            f"| {c} | " + " | ".join(f"{v:,}" for v in cm[i]) + " |" for i, c in enumerate(classes)
-        ]
-        return [*lines, ""]
+        return class_sections(outputs, self.preprocessor.classes, split)
 
     def _n_outputs(self) -> int:
         return 1 if self._resolve_loss() == "bce" else self.preprocessor.n_classes
