@@ -7,13 +7,25 @@ The public names are imported on first use (PEP 562), so that ``tensorsmith --he
 import importlib as _importlib
 import typing as _typing
 
-# the subpackage tensorsmith.models first (it imports no torch): importing a submodule binds its
-# name on the package, so the public function `models` must be bound after it, not before
+# the subpackages tensorsmith.models and tensorsmith.finetune first (their __init__ imports no
+# torch): importing a submodule binds its name on the package, so the public functions
+# `models` and `finetune` must be bound after them, not before
+from tensorsmith import finetune as _finetuning  # noqa: F401
 from tensorsmith import models as _architectures  # noqa: F401
 from tensorsmith.errors import DataError, ModelNotFoundError, RecipeError, TensorsmithError
 
 if _typing.TYPE_CHECKING:
-    from tensorsmith.api import Model, evaluate, load, predict, train, validate
+    from tensorsmith.api import (
+        Model,
+        evaluate,
+        generate,
+        lineage,
+        load,
+        predict,
+        promote,
+        train,
+        validate,
+    )
 
 __all__ = [
     "DataError",
@@ -22,14 +34,28 @@ __all__ = [
     "RecipeError",
     "TensorsmithError",
     "evaluate",
+    "finetune",
+    "generate",
+    "lineage",
     "load",
     "models",
     "predict",
+    "promote",
     "train",
     "validate",
 ]
 __version__ = "0.1.0"
-_API = {"Model", "evaluate", "load", "predict", "train", "validate"}
+_API = {
+    "Model",
+    "evaluate",
+    "generate",
+    "lineage",
+    "load",
+    "predict",
+    "promote",
+    "train",
+    "validate",
+}
 
 
 def models(name: str | None = None, store: str | None = None) -> list[dict[str, _typing.Any]]:
@@ -37,6 +63,16 @@ def models(name: str | None = None, store: str | None = None) -> list[dict[str, 
     from tensorsmith.api.listing import models as listing
 
     return listing(name, store)
+
+
+def finetune(
+    recipe: _typing.Any, source: str | None = None, **options: _typing.Any
+) -> _typing.Any:
+    """Fine-tune from ``source`` (or ``finetune.from``) in rounds until the gate holds; see
+    :func:`tensorsmith.api.finetuning.finetune`."""
+    from tensorsmith.api.finetuning import finetune as run
+
+    return run(recipe, source, **options)
 
 
 def __getattr__(name: str) -> _typing.Any:
