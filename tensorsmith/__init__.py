@@ -65,9 +65,7 @@ def models(name: str | None = None, store: str | None = None) -> list[dict[str, 
     return listing(name, store)
 
 
-def finetune(
-    recipe: _typing.Any, source: str | None = None, **options: _typing.Any
-) -> _typing.Any:
+def finetune(recipe: _typing.Any, source: str | None = None, **options: _typing.Any) -> _typing.Any:
     """Fine-tune from ``source`` (or ``finetune.from``) in rounds until the gate holds; see
     :func:`tensorsmith.api.finetuning.finetune`."""
     from tensorsmith.api.finetuning import finetune as run

@@ -36,6 +36,7 @@ class Extras:
     run: dict[str, Any] = field(default_factory=dict)
     plots: dict[str, dict[str, Any]] = field(default_factory=dict)
     valid_passed: bool | None = None  # a fine-tune: whether a round passed the gate on valid
+    card: list[str] = field(default_factory=list)  # sections of the model card
 
 
 def fine_tune(
@@ -68,6 +69,7 @@ def fine_tune(
         strategy=_spec(task).strategy,
     )
     extras.valid_passed = rounds.passed if conditions else None
+    extras.card += _card_rounds(start, rounds.records, conditions, _spec(task).strategy)
     if conditions:
         c = conditions[0]
         values = [r.get(f"valid_{c.metric}", float("nan")) for r in rounds.records]
@@ -78,6 +80,25 @@ def fine_tune(
             "threshold": c.threshold,
         }
     return rounds.trained
+
+
+def _card_rounds(
+    start: Start, records: list[dict[str, Any]], conditions: list[Any], strategy: str
+) -> list[str]:
+    """The card's fine-tuning section: the parent, and each round's verdict on valid."""
+    parent = start.parent
+    where = f"{parent['name']}@{parent['version']}" if "version" in parent else parent.get("path")
+    lines = ["## Fine-tuning", "", f"From {where}, strategy {strategy}.", ""]
+    metrics = [c.metric for c in conditions]
+    lines += ["| round | lr | epochs | steps | " + " | ".join(f"valid {m}" for m in metrics)]
+    lines[-1] += " | gate |" if metrics else "|"
+    lines += ["|---" * (4 + len(metrics) + bool(metrics)) + "|"]
+    for r in records:
+        values = " | ".join(f"{r.get(f'valid_{m}', float('nan')):.4g}" for m in metrics)
+        verdict = (" | held" if r["gate_passed"] else " | did not hold") if metrics else ""
+        cells = f"| {r['round']} | {r['lr']:.3g} | {r['epochs']} | {r['steps']} | {values}"
+        lines.append(cells + verdict + " |")
+    return [*lines, ""]
 
 
 def _spec(task: Task) -> FinetuneSpec:
@@ -120,8 +141,11 @@ def finetune(
             "version folder or a Hugging Face checkpoint folder) or finetune.from in the recipe"
         )
     start = open_start(str(section["from"]), store_root(store), str(raw.get("task")))
-    if "model" not in raw:  # the parent's architecture, unless the recipe names one
-        raw["model"] = start.model
+    model = raw.get("model") or {}
+    if isinstance(model, dict) and model.get("arch", start.model.get("arch")) == start.model.get(
+        "arch"
+    ):  # the parent's architecture, with the keys the recipe changes (dropout …)
+        raw["model"] = {**start.model, **model}
     parsed = parse_recipe(raw, base_dir=base, source=name)
     check_recipe(parsed)
     check_sources(parsed)

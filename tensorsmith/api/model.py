@@ -35,6 +35,7 @@ class Model:
     config = property(lambda self: self.predictor.config)
     run = property(lambda self: self.predictor.run)
     metrics = property(lambda self: self.predictor.metrics)
+    version = property(lambda self: int(self.predictor.config["version"]))
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, task={self.task.name!r}, path='{self.path}')"

@@ -126,11 +126,12 @@ def _train_run(
     prepared = task.prepare(root / ".cache", out)
     data = fingerprint(task.data_files(), prepared.split_digests)
     run.record_data(data)
-    for note in [*(start.notes if start else []), *prepared.notes]:
+    notes = [*(start.notes if start else []), *prepared.notes]
+    for note in notes:
         out.print(f"{recipe.name}: {note}", markup=False)
     monitor, mode = _monitor(task, prepared)
     evaluator = Evaluator(task, prepared.splits, recipe.evaluate.metrics, monitor)
-    extras = Extras(files={"data.json": data})
+    extras = Extras(files={"data.json": data}, run={"notes": notes} if notes else {})
     if start is None:
         trained = train_module(
             task, prepared, evaluator.in_loop if evaluator.has_valid else None, out,
@@ -223,7 +224,7 @@ def _store(
         history=trained.fit.history,
         run=run,
         plots=draw if recipe.evaluate.plots else None,
-        card=lambda v: _card(task, trained, run, metrics, gate, v, shown, judged),
+        card=lambda v: _card(task, trained, run, metrics, gate, v, shown, judged, extras.card),
     )
     return write_version(root, recipe.name, contents)
 
@@ -237,6 +238,7 @@ def _card(
     version: int,
     outputs: Outputs | None,
     split: str,
+    extra: list[str],
 ) -> str:
     recipe, fit = task.recipe, trained.fit
     length = f"{fit.epochs} epochs ({fit.steps} steps)" if fit.epochs else f"{fit.steps} steps"
@@ -256,8 +258,9 @@ def _card(
         facts.append(
             f"- stopped early at {unit} {fit.epochs or fit.steps}: {fit.stop_reason}{restored}"
         )
+    facts += [f"- note: {note}" for note in run.get("notes", [])]
     ref = f"{recipe.name}@{version}"
-    sections = task.card_sections(trained.module, outputs, split)
+    sections = [*extra, *task.card_sections(trained.module, outputs, split)]
     return model_card(
         f"{recipe.name} (version {version})", facts, metrics, gate, sections, task.usage(ref)
     )
