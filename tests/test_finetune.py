@@ -276,7 +276,7 @@ def test_a_missing_starting_point_is_named(store: Path, tmp_path: Path, source: 
     assert source.split("@")[0].strip("/").split("/")[-1] in err
 
 
-def test_hugging_face_checkpoints_with_pickles_or_custom_code_are_refused(
+def test_hugging_face_checkpoints_with_pickles_custom_code_or_damage_are_refused(
     store: Path, tmp_path: Path
 ) -> None:
     pickled = tmp_path / "pickled"
@@ -289,8 +289,18 @@ def test_hugging_face_checkpoints_with_pickles_or_custom_code_are_refused(
         json.dumps({"model_type": "bert", "auto_map": {"AutoModel": "modeling_x.Model"}})
     )
     (custom / "model.safetensors").write_bytes(b"")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1}))
+    (damaged / "model.safetensors").write_bytes(b"\x00\x01 not a safetensors file")
+    from tokenizers import Tokenizer, models
+
+    Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).save(
+        str(damaged / "tokenizer.json")
+    )
     recipe = _poems_lm(tmp_path, "poems-hf")
-    for folder, said in ((pickled, "pickle"), (custom, "its own model code")):
+    cases = ((pickled, "pickle"), (custom, "its own model code"), (damaged, "model.safetensors"))
+    for folder, said in cases:
         with pytest.raises(TensorsmithError) as caught:
             tensorsmith.finetune(recipe, str(folder), store=store, console=_quiet())
         assert said in str(caught.value)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from tensorsmith.errors import DataError, RecipeError
@@ -60,7 +61,13 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
         )
     weights: dict[str, torch.Tensor] = {}
     for path in files:
-        weights.update(load_file(str(path)))
+        try:
+            weights.update(load_file(str(path)))
+        except (SafetensorError, OSError) as exc:
+            raise DataError(
+                f"the checkpoint's weights {path} cannot be read ({exc}); the file is damaged "
+                "or incomplete: copy or save the checkpoint again"
+            ) from None
     return weights
 
 
