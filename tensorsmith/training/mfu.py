@@ -9,6 +9,7 @@ training precision, cached per CPU model, thread count and torch version.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -66,9 +67,12 @@ def _read(cache: Path | None) -> dict[str, float]:
 
 
 def _write(cache: Path | None, known: dict[str, float]) -> None:
+    """Written whole, then renamed: two runs at once never leave half a file."""
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(known, indent=2))
+        partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+        partial.write_text(json.dumps(known, indent=2))
+        os.replace(partial, cache)
 
 
 def peak_flops(
