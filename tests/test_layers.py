@@ -246,9 +246,13 @@ def test_public_names_are_pinned() -> None:
         "RecipeError",
         "TensorsmithError",
         "evaluate",
+        "finetune",
+        "generate",
+        "lineage",
         "load",
         "models",
         "predict",
+        "promote",
         "train",
         "validate",
     ]
