@@ -398,3 +398,65 @@ def test_a_fine_tune_killed_inside_round_2_resumes_to_the_same_weights(tmp_path:
     assert [{k: v for k, v in r.items() if k not in drop} for r in runs[0]["rounds"]] == [
         {k: v for k, v in r.items() if k not in drop} for r in runs[1]["rounds"]
     ]
+
+
+# ----------------------------------------------------------------------------- Hugging Face
+
+
+def _tiny_gpt2(folder: Path, corpus: Path) -> Path:
+    """A random 2-layer GPT-2 saved with save_pretrained, and a byte-level BPE tokenizer.json
+    trained on the corpus (what a downloaded checkpoint folder holds)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = ByteLevelBPETokenizer()
+    tok.train([str(p) for p in sorted(corpus.glob("*.txt"))], vocab_size=300, show_progress=False)
+    tok.add_special_tokens(["<|endoftext|>"])
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=tok.get_vocab_size(), n_positions=64, n_embd=32, n_layer=2, n_head=2
+    )
+    GPT2LMHeadModel(config).save_pretrained(folder, safe_serialization=True)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_a_gpt2_checkpoint_fine_tunes_with_lora_and_generates_offline(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    recipe = _poems_lm(tmp_path, "poems-gpt2")  # also copies the poems into tmp_path/corpus
+    raw = yaml.safe_load(recipe.read_text())
+    del raw["model"]  # the checkpoint's architecture
+    raw["data"]["tokenizer"] = {"kind": "bpe"}
+    raw["finetune"] = {"strategy": "lora", "lora": {"rank": 4, "targets": ["c_attn"]}}
+    recipe.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    checkpoint = _tiny_gpt2(tmp_path / "tiny-gpt2", tmp_path / "corpus")
+    model = tensorsmith.finetune(recipe, str(checkpoint), store=store, console=_quiet())
+
+    folder = Path(model.path)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["arch"] == "hf-causal"
+    recipe_stored = yaml.safe_load((folder / "recipe.yaml").read_text())
+    assert recipe_stored["model"]["config"]["model_type"] == "gpt2"
+    weights = load_file(str(folder / "model.safetensors"))
+    assert not any("lora" in k for k in weights)  # merged: serving needs no peft
+    original = load_file(str(checkpoint / "model.safetensors"))
+    attn = [k for k in original if k.endswith("attn.c_attn.weight")]
+    ours = {k.removeprefix("model."): v for k, v in weights.items()}
+    assert attn and all(not torch.equal(original[k], ours[k]) for k in attn)  # LoRA moved them
+    mlp = [k for k in original if k.endswith("mlp.c_fc.weight")]
+    assert all(torch.equal(original[k], ours[k]) for k in mlp)  # untargeted layers untouched
+    from tokenizers import Tokenizer
+
+    line = "Shall I compare thee to a summer's day?"
+    theirs, kept = (Tokenizer.from_file(str(f / "tokenizer.json")) for f in (checkpoint, folder))
+    assert kept.encode(line).ids == theirs.encode(line).ids  # the checkpoint's own tokenizer
+    run = json.loads((folder / "run.json").read_text())
+    assert run["parent"]["kind"] == "huggingface" and len(run["parent"]["sha256"]) == 64
+
+    # loads and generates with no network and no peft in the path
+    again = tensorsmith.load(str(folder))
+    text = again.generate("Shall I compare", max_new_tokens=12, temperature=0.0)
+    assert text == again.generate("Shall I compare", max_new_tokens=12, temperature=0.0)
+    assert len(text) > 0
+    chain = tensorsmith.lineage(str(folder))
+    assert chain[-1]["ref"] == "tiny-gpt2" and chain[-1]["kind"] == "huggingface"
