@@ -16,7 +16,7 @@
   its own.
 
     python bench/finetune.py [--only poems minilm] [--strategies full head lora] [--store DIR]
-                             [--skip-transformer]
+                             [--skip-transformer] [--threads N]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ MINILM = EXAMPLES / "genre_minilm"
 GENRE = EXAMPLES / "shakespeare_genre" / "transformer.yaml"
 QUIET = Console(file=io.StringIO())
 MARGIN = 0.05  # nats per character
+SETTINGS: list[str] = []  # overrides for every run (--threads): train.threads=N
 
 
 def _met(ok: bool) -> str:
@@ -52,8 +53,8 @@ def _met(ok: bool) -> str:
 
 def poems(store: Path) -> None:
     start = time.perf_counter()
-    parent = tensorsmith.train(POEMS / "pretrain.yaml", store=store, console=QUIET)
-    tuned = finetune(POEMS / "recipe.yaml", str(parent.path), store=store, console=QUIET)
+    parent = tensorsmith.train(POEMS / "pretrain.yaml", SETTINGS, store=store, console=QUIET)
+    tuned = finetune(POEMS / "recipe.yaml", str(parent.path), SETTINGS, store=store, console=QUIET)
     steps = int(tuned.recipe.train.max_steps)
     scratch = tensorsmith.train(
         POEMS / "pretrain.yaml",
@@ -63,6 +64,7 @@ def poems(store: Path) -> None:
             f"data.split.valid={tuned.recipe.data.split.valid}",
             f"train.max_steps={steps}",
             f"train.eval_every={tuned.recipe.train.eval_every}",
+            *SETTINGS,
         ],
         store=store,
         console=QUIET,
@@ -96,7 +98,8 @@ def _cli_finetune(store: Path, checkpoint: Path, strategy: str) -> dict[str, Any
     proc = subprocess.run(
         [sys.executable, "-m", "tensorsmith.cli", "finetune", str(MINILM / "recipe.yaml"),
          "--from", str(checkpoint), "--set", f"finetune.strategy={strategy}",
-         "--set", f"name=genre-minilm-{strategy}", "--store", str(store)],
+         "--set", f"name=genre-minilm-{strategy}", "--store", str(store),
+         *(a for o in SETTINGS for a in ("--set", o))],
         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
     )  # fmt: skip
     if proc.returncode not in (0, 3):  # 3: the gate never held (the recipe has none)
@@ -136,7 +139,7 @@ def minilm(store: Path, strategies: list[str], transformer: bool = True) -> None
     if not transformer:
         print(f"{time.perf_counter() - start:.0f} s in all (TF-IDF + LR {tfidf:.4f})")
         return
-    genre = tensorsmith.train(GENRE, store=store, console=QUIET)
+    genre = tensorsmith.train(GENRE, SETTINGS, store=store, console=QUIET)
     base = json.loads((Path(genre.path) / "metrics.json").read_text())["test"]
     scratch = base["f1_macro"]
     print(
@@ -163,8 +166,20 @@ def main() -> None:
         action="store_true",
         help="minilm: leave the from-scratch transformer out (when strategies run apart)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads of every run (train.threads); on a shared "
+        "machine 1 thread can be several times faster than 2 spinning against other jobs",
+    )
     args = parser.parse_args()
-    print(f"{cpu_name()}; {os.cpu_count()} cores; torch {__import__('torch').__version__}")
+    if args.threads:  # the training loop (train.threads) and every evaluation, here and in
+        SETTINGS.append(f"train.threads={args.threads}")  # the fine-tune processes
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        __import__("torch").set_num_threads(args.threads)
+    threads = args.threads or "default"
+    print(f"{cpu_name()}; {os.cpu_count()} cores; torch threads {threads}; torch "
+          f"{__import__('torch').__version__}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or Path(tmp)
         if "poems" in args.only:
