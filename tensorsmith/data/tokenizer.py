@@ -19,8 +19,12 @@ A tokenizer for classification or regression (:meth:`TextTokenizer.for_sequences
 cases when asked, and truncates and pads every text to ``max_length`` with a ``<|pad|>`` token:
 those settings are part of its ``tokenizer.json``.
 
-Both register :data:`~tensorsmith.data.text.END_OF_TEXT` as a special token: the document
-separator that :func:`~tensorsmith.data.text.split_corpus` writes encodes to ``eot_id``.
+A Hugging Face checkpoint's own ``tokenizer.json`` (:meth:`TextTokenizer.from_checkpoint`, BERT's
+WordPiece with ``[CLS]``/``[SEP]``/``[PAD]``) is read as it is and set to truncate and pad to
+``max_length`` with its own pad token; it has no end-of-text token.
+
+Trained tokenizers register :data:`~tensorsmith.data.text.END_OF_TEXT` as a special token: the
+document separator that :func:`~tensorsmith.data.text.split_corpus` writes encodes to ``eot_id``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ TOKENIZER_FILE = "tokenizer.json"
 _CHUNK_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)")
 _CHUNK_CHARS = 1 << 16
 _BYTE_ALPHABET = 256
+_PAD_TOKENS = ("[PAD]", "<pad>", PAD)  # BERT's, RoBERTa's and T5's, ours
 
 
 class TextTokenizer:
@@ -101,25 +106,73 @@ class TextTokenizer:
         return cls(tok)
 
     @classmethod
-    def load(cls, path: Path) -> TextTokenizer:
-        """Read a ``tokenizer.json`` (or a directory that holds one)."""
+    def from_checkpoint(cls, path: Path, max_length: int) -> TextTokenizer:
+        """A Hugging Face checkpoint's own ``tokenizer.json`` (BERT's WordPiece with ``[CLS]``
+        … ``[SEP]``, or any other), for classification or regression: truncating every text to
+        ``max_length`` tokens (its special tokens included) and padding it on the right with the
+        checkpoint's pad token, so that the attention mask is the tokens before the padding."""
+        tok = cls._read(path, "the checkpoint's own tokenizer.json")
+        padding = tok.padding or {}
+        pad = padding.get("pad_token")
+        if pad is None or tok.token_to_id(pad) is None:
+            pad = next((p for p in _PAD_TOKENS if tok.token_to_id(p) is not None), None)
+        if pad is None:
+            raise DataError(
+                f"the tokenizer '{path}' has no pad token (none of {', '.join(_PAD_TOKENS)} and "
+                "no padding setting); expected one to pad texts to data.max_length; use a "
+                "checkpoint whose tokenizer.json has a pad token"
+            )
+        tok.enable_truncation(max_length)
+        tok.enable_padding(
+            direction="right", pad_id=tok.token_to_id(pad), pad_token=pad, length=max_length
+        )
+        return cls(tok)
+
+    def with_max_length(self, max_length: int) -> TextTokenizer:
+        """A copy that truncates and pads to ``max_length`` with the same pad token (a
+        fine-tune that reads its parent's tokenizer at its own ``data.max_length``)."""
+        tok = Tokenizer.from_str(self.to_json())
+        padding = tok.padding
+        if padding is None:
+            raise DataError(
+                "the tokenizer does not pad; expected a tokenizer for classification or "
+                "regression (TextTokenizer.for_sequences or from_checkpoint)"
+            )
+        tok.enable_truncation(max_length)
+        tok.enable_padding(
+            direction="right",
+            pad_id=padding["pad_id"],
+            pad_token=padding["pad_token"],
+            length=max_length,
+        )
+        return TextTokenizer(tok)
+
+    @staticmethod
+    def _read(path: Path, expected: str) -> Tokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / TOKENIZER_FILE
         if not path.is_file():
             raise DataError(
-                f"tokenizer file '{path}' not found; expected a {TOKENIZER_FILE} written by "
-                "TextTokenizer.save; train the model again or fix the path"
+                f"tokenizer file '{path}' not found; expected {expected}; train the model again "
+                "or fix the path"
             )
         try:
-            tokenizer = Tokenizer.from_file(str(path))
+            return Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
             raise DataError(
                 f"cannot read tokenizer '{path}': {exc}; expected a Hugging Face tokenizer.json; "
                 "replace the file with one written by TextTokenizer.save"
             ) from exc
+
+    @classmethod
+    def load(cls, path: Path, documents: bool = True) -> TextTokenizer:
+        """Read a ``tokenizer.json`` (or a directory that holds one). ``documents``: it must
+        have the end-of-text token that separates documents (language models); a tokenizer
+        for classification may come from a checkpoint that has none (BERT's)."""
+        tokenizer = cls._read(path, f"a {TOKENIZER_FILE} written by TextTokenizer.save")
         loaded = cls(tokenizer)
-        if tokenizer.token_to_id(END_OF_TEXT) is None:
+        if documents and tokenizer.token_to_id(END_OF_TEXT) is None:
             raise DataError(
                 f"tokenizer '{path}' has no {END_OF_TEXT} token; expected one to separate "
                 "documents; train the tokenizer with tensorsmith"

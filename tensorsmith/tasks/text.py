@@ -4,9 +4,12 @@ trained on the train split, padded token ids, length-bucketed batches.
 The table is read (bytes that are not UTF-8 replaced and named, empty texts left out and named)
 and split like a table (stratified, grouped, or named groups such as plays). The tokenizer
 (``char``, ``bpe`` or ``wordpiece``) is trained on the train texts only and saved as
-``tokenizer.json`` with its truncation and padding to ``data.max_length``. Batches hold texts of
-similar length, cut to the longest one, with a mask: the transformer reads it as a padding mask,
-the RNN as lengths of packed sequences.
+``tokenizer.json`` with its truncation and padding to ``data.max_length``. A fine-tune reads as
+its parent: a stored model's tokenizer, or a Hugging Face checkpoint's own ``tokenizer.json``
+(``from_checkpoint``: BERT's WordPiece, ``[CLS]`` … ``[SEP]`` padded with ``[PAD]``), stored in
+the version so that it predicts offline. Batches hold texts of similar length, cut to the
+longest one, with a mask True on real tokens: the transformer reads it as a padding mask, the
+RNN as lengths of packed sequences, a Hugging Face encoder as its ``attention_mask``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from tensorsmith.data.tabular import check_target, split_frame
 from tensorsmith.data.text import DataWarning
 from tensorsmith.data.text_table import clean_texts, read_text_table
 from tensorsmith.data.tokenizer import TextTokenizer
-from tensorsmith.errors import DataError
+from tensorsmith.errors import DataError, RecipeError
 from tensorsmith.recipe import Recipe, TextData
 from tensorsmith.tasks.base import Prepared
 from tensorsmith.tasks.files import read_json_file
@@ -49,9 +52,12 @@ class TextSplit(PaddedSplit):
 class TextTask(SupervisedTask):
     """Base of the text tasks: ``target_kind`` says whether the target is a class or a number."""
 
-    def __init__(self, recipe: Recipe, tokenizer: TextTokenizer | None = None) -> None:
+    def __init__(
+        self, recipe: Recipe, tokenizer: TextTokenizer | None = None, origin: str = "train split"
+    ) -> None:
         super().__init__(recipe)
         self.tokenizer_ = tokenizer
+        self.origin_ = origin  # where the tokenizer comes from: trained here, or a checkpoint's
         self._notes: list[str] = []
 
     @property
@@ -109,9 +115,14 @@ class TextTask(SupervisedTask):
         train = frames["train"]
         texts = train[spec.text_column].tolist()
         tok = spec.tokenizer
-        self.tokenizer_ = TextTokenizer.for_sequences(
-            tok.kind, texts, tok.vocab_size, spec.max_length, tok.lowercase
-        )
+        if isinstance(self.parent_, TextTask):  # a fine-tune reads as its parent
+            self.tokenizer_ = self.parent_.tokenizer.with_max_length(spec.max_length)
+            notes.append(f"tokenizer: the parent's ({self.parent_.origin_}); data.tokenizer unused")
+            self.origin_ = self.parent_.origin_
+        else:
+            self.tokenizer_ = TextTokenizer.for_sequences(
+                tok.kind, texts, tok.vocab_size, spec.max_length, tok.lowercase
+            )
         y = torch.from_numpy(self.fit_target(train[spec.target], file))
         ids, lengths, truncated = self._encode(texts)
         data = Padded(ids, lengths, y)
@@ -125,7 +136,7 @@ class TextTask(SupervisedTask):
             "max_length": spec.max_length,
         }
         notes.append(
-            f"vocabulary {self.tokenizer.vocab_size} ({tok.kind}); train texts average "
+            f"vocabulary {self.tokenizer.vocab_size} ({self.tokenizer.kind}); train texts average "
             f"{float(lengths.float().mean()):.0f} tokens, {int(truncated.sum()):,} of "
             f"{len(texts):,} truncated to data.max_length = {spec.max_length}"
         )
@@ -143,12 +154,31 @@ class TextTask(SupervisedTask):
 
     # ------------------------------------------------------------------ state
 
+    @classmethod
+    def from_checkpoint(cls, recipe: Recipe, folder: Path) -> TextTask:
+        """A task fitted by a Hugging Face checkpoint: its own ``tokenizer.json`` (its
+        vocabulary, lower-casing and special tokens), truncating and padding to
+        ``data.max_length``, which the encoder's positions must cover."""
+        assert isinstance(recipe.data, TextData)
+        max_length = recipe.data.max_length
+        config = getattr(recipe.model, "config", None) or {}
+        positions = config.get("max_position_embeddings")
+        if positions is not None and max_length > int(positions):
+            raise RecipeError(
+                f"data.max_length = {max_length} is longer than the checkpoint's "
+                f"max_position_embeddings = {positions} (its config.json); set data.max_length "
+                f"to at most {positions}"
+            )
+        tokenizer = TextTokenizer.from_checkpoint(folder / "tokenizer.json", max_length)
+        return cls(recipe, tokenizer, f"checkpoint {folder.name}")
+
     def state(self) -> dict[str, Any]:
         return {
             "tokenizer.json": self.tokenizer.to_json(),
             "preprocess.json": {
                 "tokenizer": "tokenizer.json",
-                "kind": self.data_spec.tokenizer.kind,
+                "kind": self.tokenizer.kind,
+                "origin": self.origin_,
                 "vocab_size": self.tokenizer.vocab_size,
                 "max_length": self.data_spec.max_length,
                 **self.target_state(),
@@ -158,7 +188,8 @@ class TextTask(SupervisedTask):
     @classmethod
     def from_state(cls, recipe: Recipe, folder: Path) -> TextTask:
         state = read_json_file(folder / "preprocess.json")
-        task = cls(recipe, TextTokenizer.load(folder / "tokenizer.json"))
+        tokenizer = TextTokenizer.load(folder / "tokenizer.json", documents=False)
+        task = cls(recipe, tokenizer, str(state.get("origin", "train split")))
         task.load_target_state(state, str(folder / "preprocess.json"))
         return task
 
@@ -171,8 +202,8 @@ class TextTask(SupervisedTask):
         return [
             f"- data: {Path(spec.source).name}, text `{spec.text_column}`, target "
             f"`{spec.target}`; texts {sizes}{groups}",
-            f"- tokenizer: {spec.tokenizer.kind}, vocabulary {self.tokenizer.vocab_size}, "
-            f"max_length {spec.max_length} tokens",
+            f"- tokenizer: {self.tokenizer.kind} ({self.origin_}), vocabulary "
+            f"{self.tokenizer.vocab_size}, max_length {spec.max_length} tokens",
         ]
 
     # ------------------------------------------------------------------ inference
