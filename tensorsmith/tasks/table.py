@@ -212,6 +212,39 @@ class TableTask(Task):
     def _decode(self, scores: np.ndarray, index: pd.Index) -> pd.DataFrame:
         raise NotImplementedError
 
+    def input_schema(self) -> dict[str, Any]:
+        """The features with their types; numbers with their training range, categories with
+        their values; ``example`` is the value preprocessing fills in for a missing one."""
+        keep = ("name", "type", "categories", "min", "max")
+        features = [
+            {**{k: c[k] for k in keep if k in c}, "example": c.get("fill")}
+            for c in self.preprocessor.columns_
+        ]
+        return {"kind": "table", "features": features}
+
+    def prepare_request(self, records: pd.DataFrame) -> tuple[pd.Index, Encoded]:
+        return records.index, self.encode(records, with_target=False)
+
+    def predict_prepared(
+        self, module: nn.Module, parts: list[tuple[pd.Index, Encoded]]
+    ) -> list[pd.DataFrame]:
+        """Every request's encoded rows in one forward pass, decoded back per request."""
+        encoded = [enc for _, enc in parts]
+        cats = [e.cat for e in encoded]
+        joined = Encoded(
+            np.concatenate([e.x for e in encoded]),
+            None if cats[0] is None else np.concatenate([c for c in cats if c is not None]),
+            None,
+        )
+        scores = self._scores(module, joined)
+        out, start = [], 0
+        for index, enc in parts:
+            frame = self._decode(scores[start : start + len(index)], index)
+            frame.attrs["notes"] = describe_issues(enc.issues)
+            out.append(frame)
+            start += len(index)
+        return out
+
     def _scores(self, module: nn.Module, enc: Encoded) -> np.ndarray:
         out = []
         with torch.no_grad():

@@ -206,4 +206,11 @@ class TextTask(SupervisedTask):
     def predict(self, module: nn.Module, records: pd.DataFrame) -> pd.DataFrame:
         return self.predictions(self._text_scores(module, records), records.index)
 
+    def input_schema(self) -> dict[str, Any]:
+        spec = self.data_spec
+        return {"kind": "text", "column": spec.text_column, "max_length": spec.max_length}
+
+    def predict_prepared(self, module: nn.Module, parts: list[Any]) -> list[pd.DataFrame]:
+        return self.predict_together(module, parts)  # texts are independent: one padded batch
+
     # ------------------------------------------------------------------ init
