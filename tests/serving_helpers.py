@@ -23,11 +23,10 @@ import yaml
 from rich.console import Console
 
 import tensorsmith
-from tests import tiny
-from tests.conftest import EXAMPLES
-
 from tensorsmith.serving.app import create_app
 from tensorsmith.serving.config import ServeConfig
+from tests import tiny
+from tests.conftest import EXAMPLES
 
 POEMS = Path(__file__).parent / "data" / "shakespeare"
 HOUSES = ["lotsize", "bedrooms", "bathrms", "stories", "airco"]

@@ -58,7 +58,7 @@ def completion_routes(server: Server) -> APIRouter:
         if body.stream:
             return StreamingResponse(run.events(), media_type="text/event-stream")
         try:
-            return await asyncio.wait_for(run.collect(), server.config.timeout)
+            return await run.collect()
         finally:
             run.cancel()
 
@@ -71,6 +71,7 @@ class _Run:
     def __init__(self, server: Server, body: CompletionRequest) -> None:
         self.body = body
         self.model = body.model
+        self.deadline = time.monotonic() + server.config.timeout
         self.id = f"cmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         served = server.model(body.model)
@@ -125,7 +126,10 @@ class _Run:
     async def _follow(self) -> AsyncIterator[tuple[int, Event]]:
         left = len(self.runs)
         while left:
-            index, event = await self.queue.get()
+            wait = self.deadline - time.monotonic()
+            if wait <= 0:
+                raise TimeoutError
+            index, event = await asyncio.wait_for(self.queue.get(), wait)
             if event.done:
                 left -= 1
             yield index, event
@@ -164,7 +168,9 @@ class _Run:
             options = self.body.stream_options or {}
             if options.get("include_usage"):
                 yield _sse({**self._head(), "choices": [], "usage": self._usage(generated)})
-        except Exception as exc:  # the stream has started: the error is an event, then [DONE]
+        except TimeoutError:  # the stream has started: the error is an event, then [DONE]
+            yield _sse(error_body("the completion took longer than the server's --timeout", 504))
+        except Exception as exc:
             yield _sse(error_body(f"{type(exc).__name__}: {exc}", 500))
         finally:
             self.cancel()
