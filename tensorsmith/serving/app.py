@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tensorsmith.errors import TensorsmithError
 from tensorsmith.serving.batcher import MicroBatcher, QueueFull
@@ -126,8 +127,11 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.state.server = server
     _errors(app)
     app.include_router(_open_routes(server))
+    # the key check only when there is a key: the OpenAPI page then says what is true
+    key = [Depends(_auth(server))] if config.api_key else []
+    errors = {k: v for k, v in _ERRORS.items() if config.api_key or k != 401}
     for router in _v1_routes(server):
-        app.include_router(router, dependencies=[Depends(_auth(server))], responses=_ERRORS)
+        app.include_router(router, dependencies=key, responses=errors)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.add_middleware(RequestMetrics, metrics=server.metrics)
     app.add_middleware(BodyLimit, max_body=config.max_body)
@@ -149,6 +153,16 @@ def _errors(app: FastAPI) -> None:
         field = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
         message = f"{field}: {first['msg']}"
         return JSONResponse(error_body(message, 422, field), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # the body could not be parsed as JSON
+            return JSONResponse(
+                error_body(f"the body is not valid JSON ({exc.detail})", 422, "body"), 422
+            )
+        return JSONResponse(
+            error_body(str(exc.detail), exc.status_code), exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
@@ -225,7 +239,10 @@ def _v1_routes(server: Server) -> list[APIRouter]:
         return server.model(name).describe()
 
     @router.get(
-        "/models/{name}/card", response_class=PlainTextResponse, summary="the model card (Markdown)"
+        "/models/{name}/card",
+        response_class=PlainTextResponse,
+        summary="the model card (Markdown)",
+        responses={200: {"content": {"text/markdown": {}}}},
     )
     async def card(name: str) -> PlainTextResponse:
         return PlainTextResponse(server.model(name).card(), media_type="text/markdown")

@@ -45,7 +45,7 @@ class PredictRequest(_Body):
         default=None,
         description="tables: one object per row, feature name → raw value; sequence models: the "
         "rows of the series (or of each sequence, naming it in the id column)",
-        examples=[[{"lotsize": 5850, "bedrooms": 3, "airco": "no"}]],
+        examples=[[{"lotsize": 5850, "bedrooms": 3, "bathrms": 1, "stories": 2, "airco": "no"}]],
     )
     texts: list[str] | None = Field(default=None, description="text models: one text per input")
     images: list[str] | None = Field(
