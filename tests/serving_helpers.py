@@ -75,6 +75,16 @@ def tiny_store(folder: Path) -> Path:
     return store
 
 
+_SHARED: dict[str, Path] = {}
+
+
+def shared_store(factory: Any) -> Path:
+    """One ``tiny_store`` per test session, shared by the serving test modules (read only)."""
+    if "store" not in _SHARED:
+        _SHARED["store"] = tiny_store(factory.mktemp("serving"))
+    return _SHARED["store"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

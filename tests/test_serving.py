@@ -21,7 +21,7 @@ import pytest
 
 import tensorsmith
 from tensorsmith.serving.config import ServeConfig
-from tests.serving_helpers import LiveServer, free_port, running_server, tiny_store
+from tests.serving_helpers import LiveServer, free_port, running_server, shared_store
 
 MODELS = ["houses", "poet", "moods"]
 HOUSE = {"lotsize": 5850, "bedrooms": 3, "bathrms": 1, "stories": 2, "airco": "no"}
@@ -29,7 +29,7 @@ HOUSE = {"lotsize": 5850, "bedrooms": 3, "bathrms": 1, "stories": 2, "airco": "n
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_store(tmp_path_factory.mktemp("serving"))
+    return shared_store(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
