@@ -39,7 +39,8 @@ def _train(recipe: dict[str, Any], folder: Path, store: Path) -> None:
 
 
 def tiny_store(folder: Path) -> Path:
-    """``houses`` (regression), ``poet`` (language model), ``moods`` (text classification)."""
+    """``houses`` (regression), ``poet`` (language model), ``moods`` (text classification),
+    ``shapes`` (image classification), ``waves`` (a forecast from windows of a series)."""
     store = folder / "store"
     shutil.copy(EXAMPLES / "windsor_housing" / "windsor_housing.csv", folder / "houses.csv")
     houses = {
@@ -70,7 +71,28 @@ def tiny_store(folder: Path) -> Path:
         "model": {"arch": "rnn", "hidden_size": 8, "pooling": "mean"},
         "train": {"epochs": 3, "batch_size": 8},
     }
-    for recipe in (houses, poet, moods):
+    shapes = {
+        "name": "shapes",
+        "task": "image-classification",
+        "data": {"source": str(tiny.image_folder(folder / "images"))},
+        "model": {"arch": "cnn", "channels": [4], "head": []},
+        "train": {"epochs": 2, "batch_size": 4},
+        "evaluate": {"plots": False},
+    }
+    waves = {
+        "name": "waves",
+        "task": "sequence-regression",
+        "data": {
+            "source": str(tiny.series_csv(folder / "series.csv")),
+            "time": "t",
+            "target": "y",
+            "lookback": 5,
+        },
+        "model": {"arch": "rnn", "cell": "gru", "hidden_size": 4},
+        "train": {"epochs": 2, "batch_size": 8},
+        "evaluate": {"plots": False},
+    }
+    for recipe in (houses, poet, moods, shapes, waves):
         _train(recipe, folder, store)
     return store
 

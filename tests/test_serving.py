@@ -8,6 +8,7 @@ it needs (loading takes well under a second) with uvicorn in a thread.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import subprocess
@@ -179,6 +180,44 @@ def test_openapi_and_the_page_are_served(server: LiveServer) -> None:
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert httpx.get(f"{server.url}/static/app.js").status_code == 200
+
+
+def test_predict_images_as_base64_and_as_multipart_files(store: Path) -> None:
+    folder = store.parent / "images"
+    bar, dot = (folder / "bar" / "0.png").read_bytes(), (folder / "dot" / "0.png").read_bytes()
+    with running_server(store, ["shapes"]) as live:
+        url = f"{live.url}/v1/models/shapes/predict"
+        as_json = httpx.post(
+            url, json={"images": [base64.b64encode(b).decode() for b in (bar, dot)]}
+        )
+        files = [("images", ("a.png", bar, "image/png")), ("images", ("b.png", dot, "image/png"))]
+        as_files = httpx.post(url, files=files)
+        assert as_json.status_code == as_files.status_code == 200, as_json.text + as_files.text
+        assert as_json.json()["predictions"] == as_files.json()["predictions"]
+        for p in as_json.json()["predictions"]:
+            assert p["prediction"] in ("bar", "dot")
+            assert sum(p["probabilities"].values()) == pytest.approx(1.0)
+        not_base64 = httpx.post(url, json={"images": ["%%%"]})
+        assert not_base64.status_code == 422 and not_base64.json()["error"]["param"] == "images[0]"
+        not_an_image = httpx.post(url, files=[("images", ("x.png", b"text", "image/png"))])
+        assert not_an_image.status_code == 200  # said, not failed: the prediction is empty
+        assert not_an_image.json()["predictions"][0]["prediction"] is None
+        assert "images[0]" in not_an_image.json()["notes"][0]
+        assert httpx.get(f"{live.url}/v1/models/shapes").json()["input"]["kind"] == "image"
+
+
+def test_predict_a_forecast_from_windows_of_a_series(store: Path) -> None:
+    series = __import__("pandas").read_csv(store.parent / "series.csv").tail(8)
+    rows = series.to_dict(orient="records")
+    with running_server(store, ["waves"]) as live:
+        model = httpx.get(f"{live.url}/v1/models/waves").json()
+        assert model["input"] == {"kind": "windows", "columns": ["t", "y", "x2"], "lookback": 5}
+        r = httpx.post(f"{live.url}/v1/models/waves/predict", json={"rows": rows})
+        assert r.status_code == 200, r.text
+    predictions = r.json()["predictions"]
+    assert len(predictions) == 8
+    forecasts = [p["values"]["y_forecast_1"] for p in predictions]
+    assert forecasts[:4] == [None] * 4 and all(isinstance(f, float) for f in forecasts[4:])
 
 
 # ----------------------------------------------------------------------------- completions
@@ -446,7 +485,7 @@ def test_schemathesis_finds_no_server_error(server: LiveServer, tmp_path: Path) 
             f"{server.url}/openapi.json", "--max-examples", "25", "--generation-deterministic",
             "--exclude-checks", "positive_data_acceptance", "--request-timeout", "30",
         ],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "passed" in result.stdout

@@ -30,6 +30,7 @@ from tensorsmith.serving.batcher import MicroBatcher, QueueFull
 from tensorsmith.serving.config import ServeConfig, threads_per_worker
 from tensorsmith.serving.loaded import ServedModel, load_models
 from tensorsmith.serving.metrics import ServerMetrics
+from tensorsmith.serving.predict import predict_parts
 from tensorsmith.serving.scheduler import DecodeScheduler
 from tensorsmith.serving.schemas import BadRequest, ModelCard, ModelList
 from tensorsmith.serving.security import BodyLimit, bearer, check_key, error_body
@@ -88,7 +89,7 @@ class Server:
                 batcher = MicroBatcher(
                     name,
                     functools.partial(
-                        served.predictor.task.predict_prepared, served.predictor.module
+                        predict_parts, served.predictor.task, served.predictor.module
                     ),
                     self.metrics,
                     cfg.max_batch_size,

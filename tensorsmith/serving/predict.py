@@ -14,20 +14,24 @@ import json
 import math
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from torch import nn
 
+from tensorsmith.data.text import DataWarning
 from tensorsmith.serving.loaded import ServedModel
 from tensorsmith.serving.schemas import BadRequest, PredictRequest, PredictResponse, records_from
 
 if TYPE_CHECKING:
     from tensorsmith.serving.app import Server
+    from tensorsmith.tasks.base import Task
 
-__all__ = ["predict_routes"]
+__all__ = ["predict_parts", "predict_routes"]
 
 _BODY = {
     "requestBody": {
@@ -49,6 +53,21 @@ _BODY = {
         },
     }
 }
+
+
+def predict_parts(task: Task, module: nn.Module, parts: list[Any]) -> list[pd.DataFrame]:
+    """One batch: ``Task.predict_prepared``, with what the task said (``DataWarning``) kept as
+    each request's notes. A warning in a batch of several requests cannot be told apart, so that
+    batch runs again one request at a time: no request sees another's notes."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", DataWarning)
+        frames = task.predict_prepared(module, parts)
+    notes = [str(w.message) for w in said if issubclass(w.category, DataWarning)]
+    if notes and len(parts) > 1:
+        return [predict_parts(task, module, [part])[0] for part in parts]
+    for frame in frames:
+        frame.attrs["notes"] = [*notes, *frame.attrs.get("notes", [])]
+    return frames
 
 
 def predict_routes(server: Server) -> APIRouter:
@@ -74,6 +93,8 @@ def predict_routes(server: Server) -> APIRouter:
             frame = await asyncio.wait_for(
                 batcher.submit(prepared, len(records)), server.config.timeout
             )
+            if served.schema["kind"] == "image":  # the server's file names are not the user's
+                frame.attrs["notes"] = _named(frame.attrs.get("notes", []), records["path"])
         return _response(served, frame)
 
     return router
@@ -119,6 +140,18 @@ def _image_files(records: pd.DataFrame, folder: Path) -> pd.DataFrame:
         path.write_bytes(data)
         paths.append(str(path))
     return pd.DataFrame({"path": paths})
+
+
+def _named(notes: list[str], paths: pd.Series) -> list[str]:
+    out = []
+    for note in notes:
+        for i, path in enumerate(paths):
+            p = Path(path)
+            note = note.replace(f"{p.parent.name}/{p.name}", f"images[{i}]").replace(
+                str(p), f"images[{i}]"
+            )
+        out.append(note)
+    return out
 
 
 def _response(served: ServedModel, frame: pd.DataFrame) -> dict[str, Any]:

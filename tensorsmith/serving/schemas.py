@@ -55,7 +55,7 @@ class PredictRequest(_Body):
 
 class Prediction(BaseModel):
     prediction: Value = Field(description="the predicted label or value (null when none)")
-    probabilities: dict[str, float] | None = Field(
+    probabilities: dict[str, float | None] | None = Field(
         default=None, description="class → probability (classification models)"
     )
     values: dict[str, Value] = Field(description="every output column of the model's prediction")
