@@ -30,6 +30,7 @@ from tests.conftest import EXAMPLES
 
 POEMS = Path(__file__).parent / "data" / "shakespeare"
 HOUSES = ["lotsize", "bedrooms", "bathrms", "stories", "airco"]
+HOUSE = {"lotsize": 5850, "bedrooms": 3, "bathrms": 1, "stories": 2, "airco": "no"}
 
 
 def _train(recipe: dict[str, Any], folder: Path, store: Path) -> None:

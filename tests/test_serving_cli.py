@@ -21,7 +21,7 @@ from rich.console import Console
 import tensorsmith
 from tensorsmith.store.aliases import set_alias
 from tests.conftest import run_cli
-from tests.serving_helpers import free_port, running_server, shared_store
+from tests.serving_helpers import HOUSE, free_port, running_server, shared_store
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +61,7 @@ def test_serve_runs_and_a_shutdown_finishes_the_request_in_flight(store: Path) -
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        _wait_ready(url, proc)
         assert httpx.get(f"{url}/v1/models").status_code == 401  # the key from the env
         lines: list[str] = []
         first = threading.Event()
@@ -102,3 +94,37 @@ def test_serve_runs_and_a_shutdown_finishes_the_request_in_flight(store: Path) -
     assert json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
     tokens = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
     assert len(tokens) > 0
+
+
+def test_workers_share_the_cores(store: Path) -> None:
+    """--workers 2: two processes, each with cores / 2 torch threads (at least one)."""
+    port = free_port()
+    env = {**os.environ, "TENSORSMITH_STORE": str(store)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorsmith.cli", "serve", "houses", "--workers", "2",
+         "--port", str(port)],
+        env=env, cwd=store.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready = _wait_ready(url, proc)
+        cores = len(os.sched_getaffinity(0))
+        assert ready["workers"] == 2 and ready["threads"] == max(1, cores // 2)
+        r = httpx.post(f"{url}/v1/models/houses/predict", json={"rows": [HOUSE]})
+        assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> dict[str, object]:
+    deadline = time.monotonic() + 90
+    while True:
+        assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
+        try:
+            r = httpx.get(f"{url}/readyz")
+            if r.status_code == 200:
+                return dict(r.json())
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)

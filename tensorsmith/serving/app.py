@@ -199,7 +199,11 @@ def _open_routes(server: Server) -> APIRouter:
     @router.get("/readyz", summary="200 once every model is loaded and warm, else 503")
     async def readyz() -> JSONResponse:
         if server.ready:
-            return JSONResponse({"status": "ready", "models": list(server.models)})
+            import torch
+
+            threads = torch.get_num_threads()  # x --workers never exceeds the cores
+            body = {"status": "ready", "models": list(server.models), "threads": threads}
+            return JSONResponse({**body, "workers": server.config.workers})
         status = "failed" if server.failed else "loading"
         return JSONResponse({"status": status, "error": server.failed}, 503)
 
