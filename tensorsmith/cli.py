@@ -353,6 +353,8 @@ def serve(
     max_batch_size: Annotated[int, typer.Option(help="rows in one forward pass of predict")] = 32,
     max_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more")] = 5.0,
     max_queue: Annotated[int, typer.Option(help="waiting requests per model before 503")] = 256,
+    max_rows: Annotated[int, typer.Option(help="rows in one predict request (422 past it)")] = 1024,
+    max_streams: Annotated[int, typer.Option(help="completions decoded together in one step")] = 32,
     max_tokens: Annotated[
         int, typer.Option(help="the most max_tokens a completion may ask")
     ] = 2048,
@@ -378,6 +380,8 @@ def serve(
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,
+        max_rows=max_rows,
+        max_streams=max_streams,
         max_tokens=max_tokens,
         api_key=api_key,
         timeout=timeout,

@@ -96,6 +96,7 @@ class DecodeScheduler:
                     stopping = True
                 else:
                     self._admit(item)
+            self.metrics.queue_depth.labels(self.name).set(self.inbox.qsize())
             self._step()
 
     def _admit(self, c: Completion) -> None:
