@@ -67,7 +67,7 @@ def test_serve_runs_and_a_shutdown_finishes_the_request_in_flight(store: Path) -
         first = threading.Event()
 
         def stream() -> None:
-            body = {"model": "poet", "prompt": "A", "max_tokens": 600, "stream": True}
+            body = {"model": "poet", "prompt": "A", "max_tokens": 300, "stream": True}
             with httpx.stream(
                 "POST",
                 f"{url}/v1/completions",

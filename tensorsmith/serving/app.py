@@ -68,7 +68,8 @@ class Server:
         import torch
 
         cfg = self.config
-        torch.set_num_threads(threads_per_worker(cfg.workers, cfg.threads))
+        threads = threads_per_worker(cfg.workers, cfg.threads)
+        torch.set_num_threads(threads)
         try:
             root = Path(cfg.store or os.environ.get("TENSORSMITH_STORE") or "models")
             models = await asyncio.to_thread(load_models, cfg.models, root)
@@ -81,7 +82,7 @@ class Server:
         for name, served in models.items():
             if served.generates:
                 scheduler = DecodeScheduler(
-                    name, served.predictor.module, self.metrics, cfg.max_streams
+                    name, served.predictor.module, self.metrics, cfg.max_streams, threads
                 )
                 scheduler.start()
                 self.schedulers[name] = scheduler

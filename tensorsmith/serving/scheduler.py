@@ -9,10 +9,11 @@ has filled ``block_size`` is stepped alone with a full recompute, as ``generate_
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 
 from tensorsmith.models.gpt import GPT, KVCache
 from tensorsmith.serving.metrics import ServerMetrics
-from tensorsmith.tasks.generation import TextStream
+from tensorsmith.tasks.generation import SINGLE_THREAD_WIDTH, TextStream
 
 __all__ = ["Completion", "DecodeScheduler", "Event"]
 
@@ -58,10 +59,15 @@ class Completion:
 class DecodeScheduler:
     """One per language model; ``submit`` from any thread."""
 
-    def __init__(self, name: str, module: Any, metrics: ServerMetrics, max_streams: int) -> None:
+    def __init__(
+        self, name: str, module: Any, metrics: ServerMetrics, max_streams: int, threads: int
+    ) -> None:
         self.name, self.module, self.metrics = name, module, metrics
+        self.threads = threads
         self.max_streams = max_streams
         self.block = module.config.block_size if isinstance(module, GPT) else module.block_size
+        width = module.config.n_embd if isinstance(module, GPT) else SINGLE_THREAD_WIDTH + 1
+        self.narrow = width <= SINGLE_THREAD_WIDTH
         self.inbox: queue.SimpleQueue[Completion | None] = queue.SimpleQueue()
         self.running: list[Completion] = []
         self.thread = threading.Thread(target=self._run, name=f"decode-{name}", daemon=True)
@@ -97,7 +103,22 @@ class DecodeScheduler:
                 else:
                     self._admit(item)
             self.metrics.queue_depth.labels(self.name).set(self.inbox.qsize())
-            self._step()
+            with self._threads():
+                self._step()
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        """One torch thread for a step of a narrow model: a few (B x C) products are too small
+        to split, and handing them between threads costs more than it saves (measured in
+        tasks/generation.py). The worker's own count (``threads``) is back after the step."""
+        if not self.narrow:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(self.threads)
 
     def _admit(self, c: Completion) -> None:
         if c.cancelled:
