@@ -74,15 +74,17 @@ def ensure_models(store: Path) -> None:
 class Served:
     """``tensorsmith serve MODELS --port P [flags]`` as a child process."""
 
-    def __init__(self, store: Path, models: list[str], *flags: str) -> None:
+    def __init__(self, store: Path, models: list[str], threads: int, *flags: str) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "TENSORSMITH_STORE": str(store)}
         cmd = [sys.executable, "-m", "tensorsmith.cli", "serve", *models,
-               "--port", str(self.port), *flags]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+               "--port", str(self.port), "--threads", str(threads), *flags]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 300
         while True:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -185,8 +187,8 @@ async def streams(url: str, n: int, tokens: int) -> dict[str, float]:
 # ----------------------------------------------------------------------------- runs
 
 
-def windsor(store: Path, n: int) -> dict[str, Any]:
-    server = Served(store, ["windsor-housing-mlp"])
+def windsor(store: Path, n: int, threads: int) -> dict[str, Any]:
+    server = Served(store, ["windsor-housing-mlp"], threads)
     try:
         path = "/v1/models/windsor-housing-mlp/predict"
 
@@ -212,12 +214,12 @@ def windsor(store: Path, n: int) -> dict[str, Any]:
     }
 
 
-def genre(store: Path, n: int) -> dict[str, dict[str, float]]:
+def genre(store: Path, n: int, threads: int) -> dict[str, dict[str, float]]:
     passages = pd.read_csv(EXAMPLES / "shakespeare_genre" / "passages.csv")["text"].tolist()
     path = "/v1/models/shakespeare-genre-transformer/predict"
     out = {}
     for label, flags in (("batched", []), ("batch 1", ["--max-batch-size", "1"])):
-        server = Served(store, ["shakespeare-genre-transformer"], *flags)
+        server = Served(store, ["shakespeare-genre-transformer"], threads, *flags)
         try:
             asyncio.run(load(server.url, path, lambda i: {"texts": [passages[i]]}, 128, 64))
             out[label] = asyncio.run(
@@ -228,8 +230,8 @@ def genre(store: Path, n: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def gpt(store: Path, tokens: int, n: int) -> dict[str, dict[str, float]]:
-    server = Served(store, ["shakespeare-gpt-small"])
+def gpt(store: Path, tokens: int, n: int, threads: int) -> dict[str, dict[str, float]]:
+    server = Served(store, ["shakespeare-gpt-small"], threads)
     try:
         asyncio.run(streams(server.url, 1, 8))  # warm
         single = [asyncio.run(streams(server.url, 1, tokens)) for _ in range(3)]
@@ -250,12 +252,18 @@ def main() -> None:
     parser.add_argument("--genre-requests", type=int, default=1500)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="the server's torch threads (1: on 2 cores shared with the load and other jobs, "
+        "2 intra-op threads oversubscribe them)",
+    )  # fmt: skip
     args = parser.parse_args()
     store = args.store or Path(tempfile.mkdtemp(prefix="bench-serve-"))
     ensure_models(store)
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; store {store}\n", flush=True)
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+          f"server --threads {args.threads}; store {store}\n", flush=True)  # fmt: skip
 
-    w = windsor(store, args.requests)
+    w = windsor(store, args.requests, args.threads)
     print("## Windsor housing MLP: 32 clients, one row per request")
     after = f"after {w['requests']:,}"
     print(f"| requests | errors | requests/s | p50 | p99 | RSS after 1,000 | {after} |")
@@ -267,7 +275,7 @@ def main() -> None:
         flush=True,
     )
 
-    g = genre(store, args.genre_requests)
+    g = genre(store, args.genre_requests, args.threads)
     print("## genre transformer: 64 clients, one passage per request")
     print("| server | requests | errors | requests/s | p50 | p99 |")
     print("|---|---|---|---|---|---|")
@@ -278,7 +286,7 @@ def main() -> None:
         )
     print(f"batching / batch 1: {g['batched']['rps'] / g['batch 1']['rps']:.2f}x\n", flush=True)
 
-    s = gpt(store, args.tokens, args.streams)
+    s = gpt(store, args.tokens, args.streams, args.threads)
     print(f"## Shakespeare GPT small: streams of {args.tokens} tokens")
     print("| streams | tokens | aggregate tokens/s | time to first token (median / max) |")
     print("|---|---|---|---|")

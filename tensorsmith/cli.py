@@ -350,6 +350,10 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     workers: Annotated[int, typer.Option(help="processes (each with cores / workers threads)")] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="torch threads per worker (default and most: cores / workers)"),
+    ] = None,
     max_batch_size: Annotated[int, typer.Option(help="rows in one forward pass of predict")] = 32,
     max_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more")] = 5.0,
     max_queue: Annotated[int, typer.Option(help="waiting requests per model before 503")] = 256,
@@ -377,6 +381,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        threads=threads,
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,

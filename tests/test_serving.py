@@ -359,6 +359,18 @@ def test_concurrent_requests_share_forward_passes_and_a_bad_one_fails_alone(
     assert passes < 24 and ones < passes  # batches of more than one row
 
 
+def test_notes_stay_with_their_own_request_in_a_batch(server: LiveServer) -> None:
+    """A value preprocessing cannot take as given (an unknown yes/no word, imputed) is said to
+    the request that sent it, not to the others of its batch."""
+    bodies: list[Any] = [{"rows": [HOUSE]} for _ in range(12)]
+    bodies[5] = {"rows": [{**HOUSE, "airco": "maybe"}]}
+    responses = asyncio.run(_burst(server.url, bodies))
+    assert [r.status_code for r in responses] == [200] * 12
+    notes = [r.json()["notes"] for r in responses]
+    assert "airco" in " ".join(notes[5])
+    assert notes[:5] + notes[6:] == [[]] * 11
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
