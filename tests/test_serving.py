@@ -150,6 +150,8 @@ def test_predict_texts_with_class_probabilities(server: LiveServer) -> None:
         assert sum(p["probabilities"].values()) == pytest.approx(1.0)
     rows = httpx.post(f"{server.url}/v1/models/moods/predict", json={"rows": [{"text": "glad"}]})
     assert rows.status_code == 200
+    long = httpx.post(f"{server.url}/v1/models/moods/predict", json={"texts": ["glad " * 40]})
+    assert "truncated" in long.json()["notes"][0]
 
 
 def test_metrics_in_prometheus_text(server: LiveServer) -> None:

@@ -158,7 +158,7 @@ def _response(served: ServedModel, frame: pd.DataFrame) -> dict[str, Any]:
     proba = [c for c in frame.columns if str(c).startswith("proba_")]
     predicted = [c for c in frame.columns if str(c).endswith("_predicted")]
     rows = []
-    for _, row in frame.iterrows():
+    for row in frame.to_dict(orient="records"):
         values = {str(k): _plain(v) for k, v in row.items()}
         rows.append(
             {
