@@ -122,6 +122,7 @@ async def load(
     """``n`` POSTs from ``clients`` concurrent clients: requests/s, p50/p99 (ms), errors."""
     latencies: list[float] = []
     errors = 0
+    said: list[str] = []  # the first errors, as the server answered them
     counter = iter(range(n))
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
@@ -133,8 +134,11 @@ async def load(
                 try:
                     r = await client.post(path, json=body(i))
                     ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                    why = f"{r.status_code} {r.text[:200]}"
+                except httpx.HTTPError as exc:
+                    ok, why = False, f"{type(exc).__name__}: {exc}"
+                if not ok and len(said) < 3:
+                    said.append(why)
                 latencies.append(time.perf_counter() - start)
                 errors += not ok
 
@@ -142,6 +146,8 @@ async def load(
         await asyncio.gather(*(one_client() for _ in range(clients)))
         seconds = time.perf_counter() - start
     latencies.sort()
+    for why in said:
+        print(f"  error: {why}", flush=True)
     return {
         "requests": n,
         "errors": errors,

@@ -32,6 +32,8 @@ def serve(config: ServeConfig, store: str | Path | None = None) -> None:
     config.api_key = config.api_key or os.environ.get("TENSORSMITH_API_KEY") or None
     config.threads = threads_per_worker(config.workers, config.threads)
     os.environ[ENV] = config.to_json()
+    # the tokenizers' own thread pool would go past the worker's share of the cores
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     uvicorn.run(
         "tensorsmith.serving.app:app_from_env",
         factory=True,
