@@ -336,6 +336,65 @@ def promote(
         err.print(f"warning: version {done['version']} did not pass its quality gate")
 
 
+@app.command()
+@_guarded
+def serve(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="NAME (its production alias, else latest), NAME@N, NAME@alias or a folder"
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="interface to bind; 0.0.0.0 for every one")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="processes (each with cores / workers threads)")] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="torch threads per worker (default and most: cores / workers)"),
+    ] = None,
+    max_batch_size: Annotated[int, typer.Option(help="rows in one forward pass of predict")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more")] = 5.0,
+    max_queue: Annotated[int, typer.Option(help="waiting requests per model before 503")] = 256,
+    max_rows: Annotated[int, typer.Option(help="rows in one predict request (422 past it)")] = 1024,
+    max_streams: Annotated[int, typer.Option(help="completions decoded together in one step")] = 32,
+    max_tokens: Annotated[
+        int, typer.Option(help="the most max_tokens a completion may ask")
+    ] = 2048,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="require `Authorization: Bearer KEY` on /v1 ($TENSORSMITH_API_KEY)"),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds per request before 504")] = 60.0,
+    max_body: Annotated[int, typer.Option(help="largest request body in bytes (413 past it)")] = 1
+    << 20,
+    store: Store = None,
+    debug: Debug = False,
+) -> None:
+    """Serve models over HTTP: predictions, OpenAI-compatible completions, metrics, a page at /."""
+    from tensorsmith import api
+    from tensorsmith.serving.config import ServeConfig
+
+    config = ServeConfig(
+        models=models,
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        max_rows=max_rows,
+        max_streams=max_streams,
+        max_tokens=max_tokens,
+        api_key=api_key,
+        timeout=timeout,
+        max_body=max_body,
+    )
+    api.serve(config, store)
+
+
 def _resume_argument(argv: list[str]) -> list[str]:
     """``--resume RUN_ID`` → ``--resume --run-id RUN_ID`` (a flag that may take a value)."""
     out: list[str] = []

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from tensorsmith.api.listing import lineage, models, promote
     from tensorsmith.api.model import Model
     from tensorsmith.api.recipes import check_recipe, init_recipe, validate
+    from tensorsmith.api.serving import serve
     from tensorsmith.api.training import train
     from tensorsmith.api.use import evaluate, generate, load, predict
 
@@ -36,6 +37,7 @@ __all__ = [
     "models",
     "predict",
     "promote",
+    "serve",
     "train",
     "validate",
 ]
@@ -53,6 +55,7 @@ _WHERE = {
     "promote": "listing",
     "lineage": "listing",
     "predict": "use",
+    "serve": "serving",
 }
 
 

@@ -100,6 +100,20 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
+    def step(self, x: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        """One new position of B independent sequences: x (B, 1, C), ``caches[b]`` the cache of
+        sequence b (lengths may differ). Projections run batched; attention per sequence."""
+        B, _, C = x.size()
+        hs = C // self.n_head
+        qkv = self.c_attn(x).view(B, 1, 3, self.n_head, hs)  # (B, 1, 3, nh, hs)
+        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # 3 x (B, nh, 1, hs)
+        ys = []
+        for b, cache in enumerate(caches):
+            kb, vb = cache.append(k[b : b + 1], v[b : b + 1])  # (1, nh, t, hs)
+            ys.append(F.scaled_dot_product_attention(q[b : b + 1], kb, vb))  # (1, nh, 1, hs)
+        y = torch.cat(ys).transpose(1, 2).reshape(B, 1, C)  # (B, 1, C)
+        return self.c_proj(y)
+
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
@@ -228,6 +242,25 @@ class GPT(nn.Module):
             {"params": no_decay, "weight_decay": 0.0},
         ]
 
+    @torch.no_grad()
+    def decode_step(self, idx: torch.Tensor, caches: list[list[KVCache]]) -> torch.Tensor:
+        """Continuous batching: one new token for each of B independent sequences.
+
+        idx (B,) holds each sequence's last token; ``caches[b]`` is sequence b's list of layer
+        caches, filled by a prefill (``self(prompt, caches[b])``) and shorter than block_size.
+        Returns logits (B, V) for the next token of each. Sequences of different lengths, started
+        at different times, share every matmul; each keeps its own keys and values.
+        """
+        pos = torch.tensor([c[0].length for c in caches], device=idx.device)  # (B,)
+        if int(pos.max()) >= self.config.block_size:
+            raise ValueError("a cache is full: step that sequence with a full recompute")
+        x = (self.wte(idx) + self.wpe(pos)).unsqueeze(1)  # (B, 1, C)
+        for i, block in enumerate(self.h):
+            assert isinstance(block, Block)
+            x = x + block.attn.step(block.ln_1(x), [c[i] for c in caches])
+            x = x + block.mlp(block.ln_2(x))
+        return self.lm_head(self.ln_f(x))[:, 0]  # (B, V)
+
     def new_kv_caches(self) -> list[KVCache]:
         """Empty caches of block_size positions, one per layer."""
         return [KVCache(self.config.block_size) for _ in range(self.config.n_layer)]
@@ -283,6 +316,17 @@ class GPT(nn.Module):
                 context = torch.cat([context, nxt], dim=1)[:, -(block + 1) :]
         finally:
             self.train(was_training)
+
+    @staticmethod
+    def sample(
+        logits: torch.Tensor,
+        temperature: float,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> int:
+        """One id from logits (V,): argmax at temperature 0, else sampled (see generate_tokens)."""
+        return GPT._sample(logits, temperature, top_k, top_p, generator, greedy=False)
 
     @staticmethod
     def _sample(

@@ -193,6 +193,37 @@ class Task(ABC):
         """Generated text piece by piece."""
         raise DataError(self.wrong_verb("generate"))
 
+    # ------------------------------------------------------------------ serving
+
+    def input_schema(self) -> dict[str, Any]:
+        """What one input is, for a server and its page: ``kind`` ("table", "text", "image",
+        "windows" or "prompt") and what that kind needs (feature names and types …)."""
+        return {"kind": "table", "features": []}
+
+    def prepare_request(self, records: pd.DataFrame) -> Any:
+        """One request's records checked (and encoded where the task can) on their own, before
+        they join a batch: a bad request fails here, alone. Raises DataError."""
+        return records
+
+    def predict_prepared(self, module: nn.Module, parts: list[Any]) -> list[pd.DataFrame]:
+        """Predictions for several prepared requests, one frame per request. By default each
+        runs alone; tasks whose rows are independent run them in one forward pass."""
+        return [self.predict(module, part) for part in parts]
+
+    def predict_together(self, module: nn.Module, parts: list[pd.DataFrame]) -> list[pd.DataFrame]:
+        """One ``predict`` over the rows of every part, split back one frame per part."""
+        if len(parts) == 1:
+            return [self.predict(module, parts[0])]
+        joined = pd.concat(parts, ignore_index=True)
+        result = self.predict(module, joined)
+        out, start = [], 0
+        for part in parts:
+            piece = result.iloc[start : start + len(part)].copy()
+            piece.index = part.index
+            out.append(piece)
+            start += len(part)
+        return out
+
     def wrong_verb(self, verb: str) -> str:
         right = self.verbs[0]
         return (

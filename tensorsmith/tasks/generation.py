@@ -18,7 +18,7 @@ import torch
 from tensorsmith.data.tokenizer import TextTokenizer
 from tensorsmith.errors import RecipeError
 
-__all__ = ["GenerationNotes", "check_options", "single_threaded", "text_pieces"]
+__all__ = ["GenerationNotes", "TextStream", "check_options", "single_threaded", "text_pieces"]
 
 # A cached generation step multiplies one position by each weight matrix: up to this width the
 # work is too small to split, and handing it between threads costs more than it saves
@@ -93,28 +93,58 @@ class _Decoder:
         return self.tokenizer.decode(self.ids[self.start :])[self.done :]
 
 
+class TextStream:
+    """Text as tokens are pushed in, one at a time, ending at the first stop string (which is
+    not returned). What might be the start of a stop string is held back until it is not.
+
+    Push-based, so a scheduler that decodes many requests in one step can feed each its token;
+    ``text_pieces`` pulls a token iterator through it.
+    """
+
+    def __init__(self, tokenizer: TextTokenizer, stop: list[str] | None) -> None:
+        self.decoder = _Decoder(tokenizer)
+        self.stops = [s for s in (stop or []) if s]
+        self.held = max((len(s) - 1 for s in self.stops), default=0)
+        self.pending = ""  # decoded, not yet returned: at most `held` characters between tokens
+        self.stopped = False
+
+    def add(self, token: int) -> str:
+        """The new text this token completes ("" when none yet); sets ``stopped`` at a stop."""
+        self.pending += self.decoder.add(token)
+        cut = _first_stop(self.pending, self.stops)
+        if cut is not None:
+            self.stopped = True
+            out, self.pending = self.pending[:cut], ""
+            return out
+        if len(self.pending) > self.held:
+            keep = len(self.pending) - self.held
+            out, self.pending = self.pending[:keep], self.pending[keep:]
+            return out
+        return ""
+
+    def finish(self) -> str:
+        """What is left after the last token."""
+        if self.stopped:
+            return ""
+        self.pending += self.decoder.flush()
+        out, self.pending = self.pending[: _first_stop(self.pending, self.stops)], ""
+        return out
+
+
 def text_pieces(
     tokenizer: TextTokenizer, tokens: Iterator[int], stop: list[str] | None
 ) -> Iterator[str]:
     """New text as the tokens come, ending at the first stop string (which is not yielded)."""
-    decoder = _Decoder(tokenizer)
-    stops = [s for s in (stop or []) if s]
-    held = max((len(s) - 1 for s in stops), default=0)  # a stop string may be starting
-    pending = ""  # decoded, not yet yielded: at most `held` characters between tokens
+    stream = TextStream(tokenizer, stop)
     for token in tokens:
-        pending += decoder.add(token)
-        cut = _first_stop(pending, stops)
-        if cut is not None:
-            if cut > 0:
-                yield pending[:cut]
+        piece = stream.add(token)
+        if piece:
+            yield piece
+        if stream.stopped:
             return
-        if len(pending) > held:
-            yield pending[: len(pending) - held]
-            pending = pending[len(pending) - held :]
-    pending += decoder.flush()
-    cut = _first_stop(pending, stops)
-    if pending[:cut]:
-        yield pending[:cut]
+    last = stream.finish()
+    if last:
+        yield last
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

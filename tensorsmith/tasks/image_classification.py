@@ -389,6 +389,12 @@ class ImageClassificationTask(SupervisedTask):
     def predict_proba(self, module: nn.Module, records: pd.DataFrame) -> np.ndarray:
         return self._proba(module, records)[0]
 
+    def input_schema(self) -> dict[str, Any]:
+        return {"kind": "image", "size": list(self.size), "mode": self._mode}
+
+    def predict_prepared(self, module: nn.Module, parts: list[Any]) -> list[pd.DataFrame]:
+        return self.predict_together(module, parts)  # images are independent: one batch
+
     def predict(self, module: nn.Module, records: pd.DataFrame) -> pd.DataFrame:
         proba, ok = self._proba(module, records)
         classes = self.classes.classes_

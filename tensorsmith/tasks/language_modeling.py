@@ -242,12 +242,17 @@ class LanguageModelingTask(Task):
         opts = generation_options(options)
         check_options(opts["max_new_tokens"], opts["temperature"], opts["top_k"], opts["top_p"])
         notes = opts["notes"] if opts["notes"] is not None else GenerationNotes()
-        ids = self._prompt_ids(prompt, notes)
+        ids = self.prompt_ids(prompt, notes)
         seed = opts["seed"]
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         return self._pieces(module, ids, opts, generator)
 
-    def _prompt_ids(self, prompt: str, notes: GenerationNotes) -> list[int]:
+    def input_schema(self) -> dict[str, Any]:
+        return {"kind": "prompt", "context": self.block_size}
+
+    def prompt_ids(self, prompt: str, notes: GenerationNotes) -> list[int]:
+        """The prompt's token ids (an empty prompt starts a document), left-truncated to the
+        context; ``notes`` says what was changed."""
         unknown = self.tokenizer.unknown_chars(prompt)
         if unknown:
             shown = ", ".join(repr(c) for c in sorted(unknown)[:10])

@@ -196,6 +196,12 @@ class SequenceClassificationTask(SupervisedTask):
 
     # ------------------------------------------------------------------ inference
 
+    def input_schema(self) -> dict[str, Any]:
+        """Rows of one or more sequences, each row naming its sequence in the id column."""
+        spec = self.data_spec
+        columns = [spec.id, *([spec.time] if spec.time else []), *self.columns_]
+        return {"kind": "windows", "columns": columns, "id": spec.id}
+
     def _scores_of(self, module: nn.Module, records: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         if not isinstance(records, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(records).__name__}")

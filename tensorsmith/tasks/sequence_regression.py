@@ -244,6 +244,13 @@ class SequenceRegressionTask(SupervisedTask):
 
     # ------------------------------------------------------------------ inference
 
+    def input_schema(self) -> dict[str, Any]:
+        """Rows of the series in time order; each forecast reads the ``lookback`` rows ending
+        at its row."""
+        spec = self.data_spec
+        columns = ([spec.time] if spec.time else []) + list(self.columns_)
+        return {"kind": "windows", "columns": columns, "lookback": spec.lookback}
+
     def predict(self, module: nn.Module, records: pd.DataFrame) -> pd.DataFrame:
         """Row i gets ``<target>_forecast_k``: the forecast k steps after it, from the
         ``lookback`` rows ending at it (empty for the first lookback - 1 rows)."""

@@ -212,6 +212,47 @@ class TableTask(Task):
     def _decode(self, scores: np.ndarray, index: pd.Index) -> pd.DataFrame:
         raise NotImplementedError
 
+    def input_schema(self) -> dict[str, Any]:
+        """The features with their types; numbers with their training range, categories with
+        their values; ``example`` is the value preprocessing fills in for a missing one."""
+        keep = ("name", "type", "categories", "min", "max")
+        features = [
+            {**{k: c[k] for k in keep if k in c}, "example": c.get("fill")}
+            for c in self.preprocessor.columns_
+        ]
+        return {"kind": "table", "features": features}
+
+    def prepare_request(self, records: pd.DataFrame) -> pd.DataFrame:
+        """The request's columns checked on their own; the fitted preprocessing runs once per
+        batch in ``predict_prepared`` (pandas takes about as long for 1 row as for 32)."""
+        if not isinstance(records, pd.DataFrame) or len(records) == 0:
+            raise DataError("the request has no rows")
+        check_columns(records, self.preprocessor.features, "features the model was trained on",
+                      "the request")  # fmt: skip
+        return records
+
+    def predict_prepared(self, module: nn.Module, parts: list[pd.DataFrame]) -> list[pd.DataFrame]:
+        """Every request's rows preprocessed together and run in one forward pass, decoded back
+        per request. Should the batch's preprocessing fail or say something about its values,
+        each request runs alone: the failure, or the note, stays with its own request."""
+        if len(parts) == 1:
+            return [self.predict(module, parts[0])]
+        joined = pd.concat(parts, ignore_index=True)
+        try:
+            enc = self.encode(joined, with_target=False)
+        except DataError:
+            enc = None
+        if enc is None or enc.issues:
+            return [self.predict(module, part) for part in parts]
+        scores = self._scores(module, enc)
+        out, start = [], 0
+        for part in parts:
+            frame = self._decode(scores[start : start + len(part)], part.index)
+            frame.attrs["notes"] = []
+            out.append(frame)
+            start += len(part)
+        return out
+
     def _scores(self, module: nn.Module, enc: Encoded) -> np.ndarray:
         out = []
         with torch.no_grad():

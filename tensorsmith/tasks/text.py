@@ -208,7 +208,8 @@ class TextTask(SupervisedTask):
 
     # ------------------------------------------------------------------ inference
 
-    def _text_scores(self, module: nn.Module, records: pd.DataFrame) -> np.ndarray:
+    def _encoded(self, records: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, str | None]:
+        """Token ids and lengths of the records' texts, and what truncation there was."""
         column = self.data_spec.text_column
         if not isinstance(records, pd.DataFrame) or column not in records.columns:
             raise DataError(
@@ -216,18 +217,26 @@ class TextTask(SupervisedTask):
             )
         texts = records[column].fillna("").astype(str).tolist()
         ids, lengths, truncated = self._encode(texts)
+        note = None
         if truncated.any():
             rows = ", ".join(str(i + 1) for i in np.flatnonzero(truncated)[:10])
-            warnings.warn(
+            note = (
                 f"{int(truncated.sum())} texts are longer than data.max_length = "
                 f"{self.data_spec.max_length} tokens and were truncated to it (rows {rows}); "
-                "the model reads only their first tokens",
-                DataWarning,
-                stacklevel=3,
+                "the model reads only their first tokens"
             )
+        return ids, lengths, note
+
+    def _padded_scores(self, module: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> Any:
         data = Padded(ids, lengths)
         chunks = [slice(s, s + EVAL_SEQUENCES) for s in range(0, len(data), EVAL_SEQUENCES)]
         return self.scores(module, sequential(data, chunks))
+
+    def _text_scores(self, module: nn.Module, records: pd.DataFrame) -> np.ndarray:
+        ids, lengths, note = self._encoded(records)
+        if note:
+            warnings.warn(note, DataWarning, stacklevel=3)
+        return np.asarray(self._padded_scores(module, ids, lengths))
 
     def predict_proba(self, module: nn.Module, records: pd.DataFrame) -> np.ndarray:
         from tensorsmith.tasks.classification import probabilities
@@ -236,5 +245,27 @@ class TextTask(SupervisedTask):
 
     def predict(self, module: nn.Module, records: pd.DataFrame) -> pd.DataFrame:
         return self.predictions(self._text_scores(module, records), records.index)
+
+    def input_schema(self) -> dict[str, Any]:
+        spec = self.data_spec
+        return {"kind": "text", "column": spec.text_column, "max_length": spec.max_length}
+
+    def prepare_request(self, records: pd.DataFrame) -> tuple[pd.Index, torch.Tensor, Any]:
+        """Each request's texts tokenized on their own; what was truncated is its own note."""
+        ids, lengths, note = self._encoded(records)
+        return records.index, ids, (lengths, [note] if note else [])
+
+    def predict_prepared(self, module: nn.Module, parts: list[Any]) -> list[pd.DataFrame]:
+        """Every request's texts in one padded batch (ids come padded to max_length)."""
+        ids = torch.cat([ids for _, ids, _ in parts])
+        lengths = torch.cat([extra[0] for _, _, extra in parts])
+        scores = self._padded_scores(module, ids, lengths)
+        out, start = [], 0
+        for index, _, (_, notes) in parts:
+            frame = self.predictions(scores[start : start + len(index)], index)
+            frame.attrs["notes"] = notes
+            out.append(frame)
+            start += len(index)
+        return out
 
     # ------------------------------------------------------------------ init
