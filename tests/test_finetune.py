@@ -427,14 +427,20 @@ def test_a_gpt2_checkpoint_fine_tunes_with_lora_and_generates_offline(tmp_path: 
     raw = yaml.safe_load(recipe.read_text())
     del raw["model"]  # the checkpoint's architecture
     raw["data"]["tokenizer"] = {"kind": "bpe"}
-    raw["finetune"] = {"strategy": "lora", "lora": {"rank": 4, "targets": ["c_attn"]}}
+    raw["finetune"] = {  # a path in the recipe is relative to the recipe's folder
+        "from": "tiny-gpt2",
+        "strategy": "lora",
+        "lora": {"rank": 4, "targets": ["c_attn"]},
+    }
     recipe.write_text(yaml.safe_dump(raw), encoding="utf-8")
     checkpoint = _tiny_gpt2(tmp_path / "tiny-gpt2", tmp_path / "corpus")
-    model = tensorsmith.finetune(recipe, str(checkpoint), store=store, console=_quiet())
+    assert Path.cwd() != tmp_path
+    model = tensorsmith.finetune(recipe, store=store, console=_quiet())
 
     folder = Path(model.path)
     config = json.loads((folder / "config.json").read_text())
     assert config["arch"] == "hf-causal"
+    assert config["model"]["config"]["model_type"] == "gpt2"  # the checkpoint's own config
     recipe_stored = yaml.safe_load((folder / "recipe.yaml").read_text())
     assert recipe_stored["model"]["config"]["model_type"] == "gpt2"
     weights = load_file(str(folder / "model.safetensors"))

@@ -135,6 +135,8 @@ def finetune(
     raw["finetune"] = section
     if source is not None:
         section["from"] = source
+    elif section.get("from") and (base / str(section["from"])).exists():
+        section["from"] = str((base / str(section["from"])).resolve())  # relative to the recipe
     if not section.get("from"):
         raise RecipeError(
             "a fine-tune needs a starting point: --from MODEL (NAME, NAME@N, NAME@alias, a "

@@ -219,7 +219,12 @@ def _store(
     contents = Contents(
         recipe_yaml=_artifact_recipe(recipe),
         module=trained.module,
-        config={"task": task.name, "arch": recipe.model.arch, "dims": prepared.dims},
+        config={
+            "task": task.name,
+            "arch": recipe.model.arch,
+            "dims": prepared.dims,
+            "model": recipe.model.model_dump(mode="json"),  # a HF checkpoint's own config too
+        },
         files={**task.state(), "metrics.json": metrics, **extras.files},
         history=trained.fit.history,
         run=run,
