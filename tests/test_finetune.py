@@ -358,7 +358,7 @@ def test_a_fine_tune_killed_inside_round_2_resumes_to_the_same_weights(tmp_path:
             XOR, ["train.epochs=20", "evaluate.plots=false"], store=root, console=_quiet()
         )
     child = _xor_child(tmp_path, rounds=2)
-    long = ["--set", "train.epochs=300", "--set", "train.checkpoint_every=10",
+    long = ["--set", "train.epochs=160", "--set", "train.checkpoint_every=10",
             "--set", "train.log_every=1000", "--set", "evaluate.gate.accuracy=>= 0.999",
             "--set", "model.dropout=0.2"]  # fmt: skip
     full = subprocess.Popen(
