@@ -90,14 +90,14 @@ def _card_rounds(
     where = f"{parent['name']}@{parent['version']}" if "version" in parent else parent.get("path")
     lines = ["## Fine-tuning", "", f"From {where}, strategy {strategy}.", ""]
     metrics = [c.metric for c in conditions]
-    lines += ["| round | lr | epochs | steps | " + " | ".join(f"valid {m}" for m in metrics)]
-    lines[-1] += " | gate |" if metrics else "|"
-    lines += ["|---" * (4 + len(metrics) + bool(metrics)) + "|"]
+    header = ["round", "lr", "epochs", "steps", *(f"valid {m}" for m in metrics)]
+    header += ["gate"] if metrics else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in records:
-        values = " | ".join(f"{r.get(f'valid_{m}', float('nan')):.4g}" for m in metrics)
-        verdict = (" | held" if r["gate_passed"] else " | did not hold") if metrics else ""
-        cells = f"| {r['round']} | {r['lr']:.3g} | {r['epochs']} | {r['steps']} | {values}"
-        lines.append(cells + verdict + " |")
+        cells = [str(r["round"]), f"{r['lr']:.3g}", str(r["epochs"]), str(r["steps"])]
+        cells += [f"{r.get(f'valid_{m}', float('nan')):.4g}" for m in metrics]
+        cells += [("held" if r["gate_passed"] else "did not hold")] if metrics else []
+        lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
