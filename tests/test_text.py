@@ -217,6 +217,8 @@ def test_predict_a_text_longer_than_max_length_says_it_truncated(tmp_path: Path)
 
 
 def test_init_recognises_a_text_table(tmp_path: Path) -> None:
+    from tensorsmith.api import init_recipe
+
     labels = tiny.texts_csv(tmp_path / "labels.csv", n=80)
     pd.read_csv(labels).drop(columns=["grp"]).to_csv(labels, index=False)
     code, out, err = run_cli("init", labels, "--target", "y", cwd=tmp_path)
@@ -226,7 +228,7 @@ def test_init_recognises_a_text_table(tmp_path: Path) -> None:
     scores = tiny.texts_csv(tmp_path / "scores.csv", n=80, number=True)
     pd.read_csv(scores).drop(columns=["grp"]).to_csv(scores, index=False)
     recipe = tmp_path / "recipe.yaml"
-    tensorsmith.api.init_recipe(scores, "y", recipe)
+    init_recipe(scores, "y", recipe)
     assert yaml.safe_load(recipe.read_text())["task"] == "text-regression"
     model, _ = _train(recipe, tmp_path / "store", ["train.epochs=1", "evaluate.plots=false"])
     assert model.task.name == "text-regression"
