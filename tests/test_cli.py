@@ -406,15 +406,7 @@ def test_example_trains_into_an_artifact(
     assert "Traceback" not in err
     version: Path = entry["path"]
     assert str(version) in "".join(out.split())  # "saved PATH", however the console wrapped it
-    for name in (
-        "recipe.yaml",
-        "model.safetensors",
-        "preprocess.json",
-        "metrics.json",
-        "history.csv",
-        "run.json",
-        "card.md",
-    ):
+    for name in ARTIFACT_FILES:
         assert (version / name).is_file(), name
     assert list((version / "plots").glob("*.png"))
 

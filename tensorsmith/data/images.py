@@ -1,14 +1,10 @@
-"""Image data: find the images of a source, check them, decode them with Pillow in workers.
+"""Image data as tensors: decode the references that ``data/image_files.py`` lists (sources,
+references and skipped files are described there), with Pillow, in ``DataLoader`` workers.
 
-A source is a folder with one sub-folder per class, a table (CSV, …) of ``path,label`` with
-paths relative to the table's folder, or an ``.npz`` with arrays ``x`` (N×H×W or N×H×W×C) and
-``y``. Every image is named by a *reference*: a file path, or ``file.npz#i`` for the i-th array
-of an ``.npz``; a split is a table with a ``path`` and (when labelled) a ``label`` column.
-
-Files that are not images, or that Pillow cannot decode, are skipped and named; images of other
-sizes and modes are resized and converted. :class:`ImageDataset` decodes a batch at a time
-(``__getitems__``), in ``DataLoader`` workers when the feed has them, normalises with the train
-split's per-channel mean and std, and augments training batches (``data/augment.py``).
+Images of other sizes and modes are resized and converted. :class:`ImageDataset` decodes a
+batch at a time (``__getitems__``), in ``DataLoader`` workers when the feed has them, normalises
+with the train split's per-channel mean and std, and augments training batches
+(``data/augment.py``).
 """
 
 from __future__ import annotations

@@ -58,16 +58,27 @@ def is_text_table(types: dict[str, str]) -> bool:
     return "text" in values and not values & {"number", "binary"}
 
 
-def table_starter(
-    task: str, path: Path, target: str | None, time: str | None
-) -> dict[str, Any] | None:
-    """The starter recipe of a table task (regression or classification), or None."""
+def _target_table(
+    path: Path, target: str | None, time: str | None
+) -> tuple[pd.DataFrame, dict[str, str], bool] | None:
+    """A table with ``--target`` and no ``--time``: the table, its feature types and whether the
+    target is a number to regress; None for any other data."""
     found = read_starter_table(path, target) if time is None else None
     if found is None:
         return None
     df, types = found
     assert target is not None
-    numeric = is_numeric_target(df[target])
+    return df, types, is_numeric_target(df[target])
+
+
+def table_starter(
+    task: str, path: Path, target: str | None, time: str | None
+) -> dict[str, Any] | None:
+    """The starter recipe of a table task (regression or classification), or None."""
+    found = _target_table(path, target, time)
+    if found is None:
+        return None
+    _, types, numeric = found
     if is_text_table(types) or (task == "regression") != numeric:
         return None
     categories = {c: t for c, t in types.items() if t == "category"}
@@ -164,12 +175,11 @@ def text_starter(
     task: str, path: Path, target: str | None, time: str | None
 ) -> dict[str, Any] | None:
     """A table whose features are text: a small transformer over WordPiece tokens."""
-    found = read_starter_table(path, target) if time is None else None
+    found = _target_table(path, target, time)
     if found is None:
         return None
-    df, types = found
-    assert target is not None
-    if not is_text_table(types) or is_numeric_target(df[target]) != (task == "text-regression"):
+    df, types, numeric = found
+    if not is_text_table(types) or numeric != (task == "text-regression"):
         return None
     texts = [c for c, t in types.items() if t == "text"]
     column = max(texts, key=lambda c: df[c].astype(str).str.len().mean())
