@@ -395,6 +395,43 @@ def serve(
     api.serve(config, store)
 
 
+@app.command()
+@_guarded
+def plan(
+    recipe: Annotated[Path | None, typer.Argument(help="the recipe to plan")] = None,
+    hardware: Annotated[
+        str, typer.Option(help="a device of the table, local (this machine), or list")
+    ] = "local",
+    devices: Annotated[int, typer.Option(help="devices training together (data-parallel)")] = 1,
+    price: Annotated[float | None, typer.Option(help="dollars per device-hour")] = None,
+    mfu: Annotated[
+        float | None, typer.Option(help="assumed utilisation of the peak, in (0, 1]")
+    ] = None,
+    tokens: Annotated[
+        float | None, typer.Option(help="a language model's training tokens (2e9)")
+    ] = None,
+    rows: Annotated[int | None, typer.Option(help="samples per epoch, not the data's")] = None,
+    sweep: Annotated[str | None, typer.Option(help="KEY=V1,V2,…: one plan per value")] = None,
+    compare: Annotated[
+        str | None, typer.Option(help="a stored model: its plan against its run")
+    ] = None,
+    plot: Annotated[Path, typer.Option(help="where a sweep's plot goes")] = Path("plan-sweep.png"),
+    json_: Annotated[bool, typer.Option("--json", help="print JSON for programs")] = False,
+    set_: Sets = None,
+    store: Store = None,
+    debug: Debug = False,
+) -> None:
+    """What a recipe will cost before training; after it, estimate against measurement."""
+    from tensorsmith.api.plan_show import PlanRequest, show_plan
+    from tensorsmith.api.planning import Sizes
+
+    request = PlanRequest(
+        recipe, hardware, devices, price, mfu, set_ or [], Sizes(tokens, rows), sweep,
+        compare, plot, json_, store,
+    )  # fmt: skip
+    show_plan(request, out)
+
+
 def _resume_argument(argv: list[str]) -> list[str]:
     """``--resume RUN_ID`` → ``--resume --run-id RUN_ID`` (a flag that may take a value)."""
     out: list[str] = []

@@ -14,7 +14,7 @@ from tensorsmith.evaluation.evaluate import Evaluator
 from tensorsmith.evaluation.gate import GateResult, parse_gate
 from tensorsmith.finetune.rounds import run_rounds
 from tensorsmith.finetune.start import Start, open_start
-from tensorsmith.recipe import FinetuneSpec, load_yaml, parse_recipe
+from tensorsmith.recipe import FinetuneSpec, Recipe, load_yaml, parse_recipe
 from tensorsmith.recipe.parse import apply_overrides
 from tensorsmith.store.aliases import set_alias
 from tensorsmith.store.artifact import store_root
@@ -25,7 +25,7 @@ from tensorsmith.training.run import Trained
 if TYPE_CHECKING:
     from tensorsmith.api.model import Model
 
-__all__ = ["Extras", "fine_tune", "finetune", "promote_passed"]
+__all__ = ["Extras", "fine_tune", "finetune", "finetune_recipe", "promote_passed"]
 
 
 @dataclass
@@ -126,10 +126,25 @@ def finetune(
     console: Console | None = None,
 ) -> Model:
     """Fine-tune from ``source`` (or ``finetune.from``) in rounds until the gate holds."""
-    from tensorsmith.api.recipes import check_recipe, check_sources
     from tensorsmith.api.training import run_recipe
 
+    parsed, start = finetune_recipe(recipe, source, overrides, store)
+    return run_recipe(parsed, store, resume, console, start)
+
+
+def finetune_recipe(
+    recipe: str | Path | dict[str, Any],
+    source: str | None = None,
+    overrides: list[str] | None = None,
+    store: str | Path | None = None,
+    base_dir: Path | None = None,
+) -> tuple[Recipe, Start]:
+    """A fine-tune's checked recipe (the parent's model keys under its own) and its start;
+    ``base_dir``: where a recipe given as a mapping has its relative paths."""
+    from tensorsmith.api.recipes import check_recipe, check_sources
+
     raw, base, name = _raw(recipe)
+    base = base_dir or base
     raw = apply_overrides(raw, overrides)
     section = raw.setdefault("finetune", {}) or {}
     raw["finetune"] = section
@@ -153,7 +168,7 @@ def finetune(
     check_sources(parsed)
     if start.task is None and start.checkpoint is not None:  # its tokenizer, for the child
         start.task = TASKS.get(parsed.task).from_checkpoint(parsed, start.checkpoint)
-    return run_recipe(parsed, store, resume, console, start)
+    return parsed, start
 
 
 def _raw(recipe: str | Path | dict[str, Any]) -> tuple[dict[str, Any], Path, str]:

@@ -21,7 +21,8 @@ from tensorsmith.training.optim import OPTIMIZERS, SCHEDULES, check_optimizer
 RecipeLike = str | Path | dict[str, Any] | Recipe
 
 
-def _recipe(recipe: RecipeLike, overrides: list[str] | None) -> Recipe:
+def parse_only(recipe: RecipeLike, overrides: list[str] | None = None) -> Recipe:
+    """The parsed recipe with its overrides, not yet checked against the registries or data."""
     if isinstance(recipe, (str, Path)):
         return load_recipe(recipe, overrides)
     return parse_recipe(recipe, overrides)
@@ -85,7 +86,7 @@ def check_sources(recipe: Recipe) -> None:
 def validate(recipe: RecipeLike, overrides: list[str] | None = None) -> Recipe:
     """Parse, resolve and check a recipe (defaults filled in) and that its data exists; raises
     RecipeError or DataError on mistakes."""
-    parsed = _recipe(recipe, overrides)
+    parsed = parse_only(recipe, overrides)
     check_recipe(parsed)
     check_sources(parsed)
     return parsed

@@ -195,6 +195,7 @@ def _store(
         "name": recipe.name,
         "task": task.name,
         "arch": recipe.model.arch,
+        "recipe_dir": str(Path(recipe.base_dir).resolve()),  # where data.source resolves
         **trained.record,
         "wall_seconds": time.perf_counter() - started,
         "dims": prepared.dims,

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 from tensorsmith.registry import Registry
 
 if TYPE_CHECKING:
-    from tensorsmith.tasks.base import Batch, EvalSplit, LossOf, Outputs, Prepared, Task
+    from tensorsmith.tasks.base import (
+        Batch,
+        EvalSplit,
+        LossOf,
+        Outputs,
+        Prepared,
+        Task,
+        Workload,
+        batches_of,
+    )
 
 __all__ = [
     "TASKS",
@@ -23,6 +32,8 @@ __all__ = [
     "Outputs",
     "Prepared",
     "Task",
+    "Workload",
+    "batches_of",
     "create_task",
 ]
 
@@ -44,7 +55,7 @@ TASKS.register_lazy(
     "text-classification", "tensorsmith.tasks.text_classification:TextClassificationTask"
 )
 TASKS.register_lazy("text-regression", "tensorsmith.tasks.text_regression:TextRegressionTask")
-_BASE = {"Batch", "EvalSplit", "LossOf", "Outputs", "Prepared", "Task"}
+_BASE = {"Batch", "EvalSplit", "LossOf", "Outputs", "Prepared", "Task", "Workload", "batches_of"}
 
 
 def create_task(recipe: Any) -> Task:

@@ -26,7 +26,7 @@ from torch import nn
 from tensorsmith.errors import DataError
 from tensorsmith.recipe import Recipe
 
-__all__ = ["Batch", "EvalSplit", "LossOf", "Outputs", "Prepared", "Task"]
+__all__ = ["Batch", "EvalSplit", "LossOf", "Outputs", "Prepared", "Task", "Workload", "batches_of"]
 
 Batch = tuple[torch.Tensor, ...]
 LossOf = Callable[[nn.Module, Batch], torch.Tensor]
@@ -63,6 +63,30 @@ class Prepared:
     split_digests: dict[str, str] = field(default_factory=dict)  # which rows (or text) each held
 
 
+@dataclass
+class Workload:
+    """A training job's size before training, for the planner: what the data decides."""
+
+    dims: dict[str, Any]  # for models.build_model
+    train_samples: int  # samples of one epoch (rows, images, texts …), or train tokens
+    unit: str  # what a sample is: rows, images, windows, texts, tokens
+    feed: Any  # the train feed (its batches are what a training step reads)
+    eval_samples: int = 0  # the valid split's samples (an epoch task evaluates all of them)
+    notes: list[str] = field(default_factory=list)
+    estimated: bool = False  # sizes estimated from bytes, not counted
+
+
+def batches_of(feed: Any) -> Iterator[Batch]:
+    """A feed's training batches from the first on, epoch after epoch, without end."""
+    if feed.unit != "epoch":
+        yield from feed.stream(0)
+        return
+    epoch = 0
+    while True:
+        yield from feed.batches(epoch)
+        epoch += 1
+
+
 class Task(ABC):
     """Base class; one subclass per ``task:`` value, registered in ``tasks.TASKS``."""
 
@@ -89,6 +113,21 @@ class Task(ABC):
     @abstractmethod
     def prepare(self, cache: Path, console: Console) -> Prepared:
         """Read the recipe's data, split it, fit the preprocessing on train, build the feed."""
+
+    def workload(self, cache: Path, console: Console, tokens: int | None = None) -> Workload:
+        """The job's size for the planner. By default the data is prepared as for training
+        (tables, images and texts of the sizes a recipe trains on take seconds); a task whose
+        data can be large estimates instead (language modelling: tokens from bytes).
+        ``tokens`` (a language model's training budget) does not apply here."""
+        prepared = self.prepare(cache, console)
+        return Workload(
+            prepared.dims,
+            prepared.sizes.get("train", 0),
+            prepared.size_unit,
+            prepared.train,
+            prepared.sizes.get("valid", 0),
+            prepared.notes,
+        )
 
     @abstractmethod
     def data_files(self) -> list[Path]:

@@ -25,7 +25,7 @@ from tensorsmith.data.tokenizer import TextTokenizer
 from tensorsmith.data.tokens import check_length, encode_to_cache, eval_batches, open_tokens
 from tensorsmith.errors import DataError
 from tensorsmith.recipe import CorpusData, GPTSpec, LanguageModelingRecipe, Recipe, StepTrain
-from tensorsmith.tasks.base import Batch, LossOf, Outputs, Prepared, Task
+from tensorsmith.tasks.base import Batch, LossOf, Outputs, Prepared, Task, Workload
 from tensorsmith.tasks.files import read_json_file
 from tensorsmith.tasks.generation import (
     SINGLE_THREAD_WIDTH,
@@ -37,6 +37,8 @@ from tensorsmith.tasks.generation import (
 )
 
 __all__ = ["LanguageModelingTask", "TokenSplit"]
+
+SAMPLE_BYTES = 1 << 20  # the planner reads this much of a corpus to learn tokens per byte
 
 
 class TokenSplit:
@@ -146,6 +148,47 @@ class LanguageModelingTask(Task):
         dims = {"vocab_size": self.tokenizer.vocab_size}
         digests = {k: digest_text(v) for k, v in texts.items()}
         return Prepared(feed, {"valid": valid}, dims, sizes, "tokens", notes, digests)
+
+    def workload(self, cache: Path, console: Console, tokens: int | None = None) -> Workload:
+        """Sized from the corpus's bytes: the tokenizer (the parent's, or one trained on the
+        first MiB) gives tokens per byte on that sample and the vocabulary. Training batches are
+        windows of random token ids: the cost of a step does not depend on which ids they are.
+        ``tokens`` (a training budget) stands in for a corpus that does not exist."""
+        spec, block, batch = self.data_spec, self.block_size, self.train_spec.batch_size
+        try:
+            paths = resolve_sources(spec.source, self.recipe.base_dir)
+        except DataError as exc:
+            if tokens is None:
+                raise DataError(f"{exc}; or plan without data: --tokens N (a budget)") from None
+            paths = []
+        sample = _sample_text(paths)
+        tokenizer = self._sample_tokenizer(sample)
+        vocab = tokenizer.vocab_size if tokenizer else spec.tokenizer.vocab_size
+        total = sum(p.stat().st_size for p in paths)
+        if sample and tokenizer:
+            per_byte = len(tokenizer.encode(sample)) / len(sample.encode("utf-8"))
+            train = int(total * per_byte * (1 - spec.split.valid))
+            note = f"{total:,} bytes of text; {per_byte:.3f} tokens per byte on the first MiB"
+        else:
+            train, note = int(tokens or 0), "no corpus: the --tokens budget stands in for it"
+        rng = np.random.default_rng(0)
+        fake = rng.integers(0, vocab, max(4 * batch * (block + 1), 4096))
+        feed = StepFeed(Windows(fake, block), batch, self.train_spec.seed, block)
+        dims = {"vocab_size": vocab}
+        return Workload(dims, train, "tokens", feed, 0, [note], estimated=True)
+
+    def _sample_tokenizer(self, sample: str) -> TextTokenizer | None:
+        spec = self.data_spec.tokenizer
+        if isinstance(self.parent_, LanguageModelingTask):
+            return self.parent_.tokenizer
+        if sample:
+            return TextTokenizer.train(spec.kind, [sample], spec.vocab_size)
+        if spec.kind == "char":
+            raise DataError(
+                "a char tokenizer's vocabulary comes from the text, and there is none: plan "
+                "with the corpus, or with data.tokenizer.kind: bpe and its vocab_size"
+            )
+        return None  # the recipe's vocab_size
 
     def _tokens(self, text: str) -> np.ndarray:
         if self.cache is None:
@@ -293,3 +336,16 @@ class LanguageModelingTask(Task):
             <= SINGLE_THREAD_WIDTH
         )
         yield from text_pieces(self.tokenizer, single_threaded(tokens, narrow), opts["stop"])
+
+
+def _sample_text(paths: list[Path]) -> str:
+    """The first MiB of a corpus's files (whole characters), in file order."""
+    pieces, left = [], SAMPLE_BYTES
+    for path in paths:
+        if left <= 0:
+            break
+        with path.open("rb") as f:
+            raw = f.read(left)
+        pieces.append(raw.decode("utf-8", errors="ignore"))
+        left -= len(raw)
+    return "".join(pieces)

@@ -1,0 +1,288 @@
+"""The ``plan`` verb: what a recipe will cost before training, from the recipe alone.
+
+The recipe's task sizes the data (``Task.workload``: a table's rows, a corpus's bytes); the
+architecture registry builds the module (on the ``meta`` device first: shapes, no storage);
+``planning`` counts and adds up. On ``--hardware local`` a small model's steps are also timed
+here, and the process's own size measured, because a tiny model's cost is not its FLOPs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from tensorsmith.api.finetuning import finetune_recipe
+from tensorsmith.api.recipes import RecipeLike, check_recipe, check_sources, parse_only
+from tensorsmith.errors import DataError, RecipeError
+from tensorsmith.finetune.adapt import plan_round
+from tensorsmith.finetune.start import Start
+from tensorsmith.models import build_model
+from tensorsmith.planning.calibrate import (
+    measure_bandwidth,
+    process_bytes,
+    time_forward,
+    time_steps,
+)
+from tensorsmith.planning.count import (
+    activation_bytes,
+    count_flops,
+    gpt_activation_bytes,
+    parameters,
+)
+from tensorsmith.planning.estimate import Job, Options, Plan, estimate
+from tensorsmith.planning.hardware import Device, device, device_names, local_memory_bytes
+from tensorsmith.recipe import Recipe, load_yaml
+from tensorsmith.store.artifact import store_root
+from tensorsmith.tasks import Task, Workload, batches_of, create_task
+from tensorsmith.training.hardware import cpu_name, resolve_precision
+from tensorsmith.training.mfu import peak_flops
+from tensorsmith.training.optim import build_optimizer
+
+__all__ = ["Sizes", "hardware_device", "hardware_table", "plan", "plan_job", "sweep"]
+
+REAL_LIMIT = 200e6  # parameters: larger modules stay on the meta device (counted, not run)
+TIMED_LIMIT = 2.0  # seconds a step may take by its FLOPs for the planner to time a few
+
+
+@dataclass
+class Sizes:
+    """What the command line says of the run beyond the recipe."""
+
+    tokens: float | None = None  # a language model's training tokens (its steps follow)
+    rows: int | None = None  # samples per epoch instead of the data's own count
+
+
+def plan(
+    recipe: RecipeLike,
+    hardware: str | Device = "local",
+    devices: int = 1,
+    price: float | None = None,
+    mfu: float | None = None,
+    overrides: list[str] | None = None,
+    sizes: Sizes | None = None,
+    store: str | Path | None = None,
+) -> Plan:
+    """The plan of ``recipe`` on ``devices`` × ``hardware`` (a name of the hardware table)."""
+    check_options(devices, price, mfu)
+    dev = hardware if isinstance(hardware, Device) else hardware_device(hardware, store)
+    job = plan_job(recipe, overrides, sizes or Sizes(), store, timed=dev.name == "local")
+    return estimate(job, Options(dev, devices, price, mfu))
+
+
+def sweep(
+    recipe: RecipeLike,
+    key: str,
+    values: list[str],
+    hardware: str = "local",
+    devices: int = 1,
+    price: float | None = None,
+    mfu: float | None = None,
+    overrides: list[str] | None = None,
+    sizes: Sizes | None = None,
+    store: str | Path | None = None,
+) -> list[Plan]:
+    """One plan per value of ``key`` (a recipe key such as ``model.n_layer``)."""
+    if not values or not key:
+        raise RecipeError("--sweep takes KEY=V1,V2,… such as model.n_layer=4,8,16")
+    check_options(devices, price, mfu)
+    dev = hardware_device(hardware, store)
+    extra = list(overrides or [])
+    return [
+        plan(recipe, dev, devices, price, mfu, [*extra, f"{key}={v}"], sizes, store) for v in values
+    ]
+
+
+def hardware_table(store: str | Path | None = None) -> list[Device]:
+    """Every device of the table, this machine's measured entry first."""
+    return [hardware_device("local", store)] + [device(n) for n in device_names() if n != "local"]
+
+
+def check_options(devices: int, price: float | None, mfu: float | None) -> None:
+    if devices < 1:
+        raise RecipeError(f"--devices must be 1 or more, got {devices}")
+    if price is not None and not price > 0:
+        raise RecipeError(f"--price is dollars per device-hour and must be above 0, got {price}")
+    if mfu is not None and not 0 < mfu <= 1:
+        raise RecipeError(f"--mfu is a fraction of the peak in (0, 1], got {mfu}")
+
+
+def hardware_device(name: str, store: str | Path | None = None) -> Device:
+    """A device of the table, or this machine with its peaks measured (cached in the store)."""
+    if name != "local":
+        return device(name)
+    cache = store_root(store) / ".cache"
+    threads = torch.get_num_threads()
+    peaks: dict[str, float | None] = {
+        p: peak_flops("cpu", p, cache, threads) for p in ("fp32", "bf16")
+    }
+    return Device(
+        "local",
+        f"{cpu_name()}, {threads} torch threads",
+        peaks,
+        local_memory_bytes(),
+        measure_bandwidth(),
+        "measured on this machine (matrix multiplies, a large copy)",
+    )
+
+
+def _parsed(
+    recipe: RecipeLike, overrides: list[str] | None, store: str | Path | None, sizes: Sizes
+) -> tuple[Recipe, Start | None]:
+    """The checked recipe (a fine-tune's with its parent's model keys) and a fine-tune's start.
+    A recipe whose data is missing plans on a size given instead (a language model's tokens)."""
+    raw: Any = recipe
+    if isinstance(recipe, str | Path) and Path(recipe).is_file():
+        raw = load_yaml(Path(recipe).read_text(encoding="utf-8"), str(recipe))
+    if isinstance(raw, dict) and raw.get("finetune") is not None:
+        if not isinstance(recipe, str | Path | dict):
+            raise RecipeError("plan a fine-tune from its recipe file")
+        return finetune_recipe(recipe, None, overrides, store)
+    parsed = parse_only(recipe, overrides)
+    check_recipe(parsed)
+    try:
+        check_sources(parsed)
+    except DataError as exc:
+        if sizes.tokens is None or parsed.task != "language-modeling":
+            hint = "--tokens N" if parsed.task == "language-modeling" else "the data"
+            raise DataError(f"{exc}; the plan sizes the model's inputs from {hint}") from None
+    return parsed, None
+
+
+def plan_job(
+    recipe: RecipeLike,
+    overrides: list[str] | None,
+    sizes: Sizes,
+    store: str | Path | None,
+    timed: bool,
+    resolved: tuple[Recipe, Start | None] | None = None,
+) -> Job:
+    """Everything the estimate needs: the module built and counted, the data sized, and on
+    ``local`` a few steps timed. ``resolved``: the recipe already parsed (and a fine-tune's
+    start), as ``compare`` reads them from a stored version."""
+    parsed, start = resolved or _parsed(recipe, overrides, store, sizes)
+    if threads := parsed.train.threads:
+        torch.set_num_threads(threads)
+    task = create_task(parsed)
+    if start is not None and start.task is not None:
+        task.inherit(start.task)
+    quiet = Console(file=io.StringIO())
+    with tempfile.TemporaryDirectory(prefix="ts-plan-") as cache:
+        work = task.workload(Path(cache), quiet, int(sizes.tokens) if sizes.tokens else None)
+        runtime = process_bytes()
+        return _job(task, work, start, sizes, runtime, timed)
+
+
+def _job(
+    task: Task, work: Workload, start: Start | None, sizes: Sizes, runtime: float, timed: bool
+) -> Job:
+    recipe, spec = task.recipe, task.recipe.train
+    precision = resolve_precision(spec.precision, "cpu")
+    module = _build(recipe, work.dims, start, "meta")
+    params = parameters(module)
+    gpt = recipe.model.arch == "gpt"
+    if not gpt or params.total <= REAL_LIMIT:
+        module = _build(recipe, work.dims, start, "cpu")
+    batch = next(batches_of(work.feed))
+    if _on_meta(module):
+        batch = tuple(t.to("meta") for t in batch)
+    loss_of = task.loss()
+    counts = count_flops(module, loss_of, batch)
+    bsz = len(batch[0])
+    if gpt:
+        acts = gpt_activation_bytes(_meta_gpt(recipe, work.dims), bsz, precision)
+    else:
+        acts = activation_bytes(module, loss_of, batch)
+    steps, epochs, evaluated = _length(task, work, sizes)
+    job = Job(
+        recipe.name, params, counts, acts, bsz, spec.grad_accum, steps,
+        int(getattr(work.feed, "tokens_per_sample", 1)), sizes.rows or work.train_samples,
+        work.unit, epochs, evaluated, precision, spec.optimizer.name, spec.optimizer.momentum,
+        _language(recipe), runtime_bytes=runtime if timed else 0.0, notes=list(work.notes),
+    )  # fmt: skip
+    if timed and not _on_meta(module):
+        job = _timed(job, task, module, work, start)
+    return job
+
+
+def _on_meta(module: nn.Module) -> bool:
+    return any(p.is_meta for p in module.parameters())
+
+
+def _build(recipe: Recipe, dims: dict[str, Any], start: Start | None, where: str) -> nn.Module:
+    torch.manual_seed(recipe.train.seed)
+    with torch.device(where):
+        module = build_model(recipe.model, dims)
+    if start is not None and recipe.finetune is not None and where != "meta":
+        opt = recipe.train.optimizer
+        module, _ = plan_round(recipe.finetune, start.weights, opt.lr, opt.weight_decay, 1)(module)
+    return module
+
+
+def _meta_gpt(recipe: Recipe, dims: dict[str, Any]) -> Any:
+    with torch.device("meta"):
+        return build_model(recipe.model, dims)
+
+
+def _language(recipe: Recipe) -> dict[str, int] | None:
+    m = recipe.model
+    if m.arch != "gpt":
+        return None
+    return {"n_layer": m.n_layer, "n_embd": m.n_embd, "block_size": m.block_size}  # type: ignore[attr-defined]
+
+
+def _length(task: Task, work: Workload, sizes: Sizes) -> tuple[int, int | None, int]:
+    """(optimizer steps, epochs or None, samples evaluated over the run)."""
+    spec = task.recipe.train
+    if work.feed.unit == "epoch":
+        samples = sizes.rows or work.train_samples
+        per_epoch = math.ceil(math.ceil(samples / spec.batch_size) / spec.grad_accum)
+        return spec.length * per_epoch, spec.length, spec.length * work.eval_samples
+    per_step = spec.batch_size * spec.grad_accum * int(work.feed.tokens_per_sample)
+    steps = math.ceil(sizes.tokens / per_step) if sizes.tokens else spec.length
+    every = int(getattr(spec, "eval_every", None) or steps)
+    evaluations = 1 + steps // every + (1 if steps % every else 0)
+    per_eval = int(getattr(spec, "eval_batches", None) or 1) * spec.batch_size
+    return steps, None, evaluations * per_eval
+
+
+def _timed(job: Job, task: Task, module: nn.Module, work: Workload, start: Start | None) -> Job:
+    """A few real steps and forward passes of the real module, when they are quick."""
+    spec = task.recipe.train
+    peak = peak_flops("cpu", job.precision, None, torch.get_num_threads())
+    if job.counts.step * spec.grad_accum / peak > TIMED_LIMIT * 0.3:
+        return job  # too slow to time: the estimate rests on FLOPs alone
+    groups = _groups(task, module, start)
+    optimizer = build_optimizer(groups, spec.optimizer)
+    loss_of = task.loss()
+    step = (
+        time_steps(module, loss_of, batches_of(work.feed), optimizer, job.precision, spec.grad_clip)
+        * spec.grad_accum
+    )
+    batch = next(batches_of(work.feed))
+    forward = time_forward(module, loss_of, batch, job.precision)
+    one = time_forward(module, loss_of, tuple(t[:1] for t in batch), job.precision)
+    return replace(
+        job,
+        measured_step=step,
+        measured_eval=forward / job.batch_size,
+        measured_latency=one,
+        measured_throughput=job.batch_size / forward,
+    )
+
+
+def _groups(task: Task, module: nn.Module, start: Start | None) -> Any:
+    spec = task.recipe.train
+    if start is not None and task.recipe.finetune is not None:
+        return [p for p in module.parameters() if p.requires_grad]
+    groups_of = getattr(module, "optim_groups", None)
+    if callable(groups_of):
+        return groups_of(spec.optimizer.weight_decay)
+    return module.parameters()

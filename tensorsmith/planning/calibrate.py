@@ -1,0 +1,102 @@
+"""Timing on this machine: training steps, forward passes, memory bandwidth, the process's size.
+
+A tiny model's step is not its FLOPs over the peak: Python, the optimizer's per-tensor work and
+the data's fetch dominate it. So for ``--hardware local`` the planner times a few real steps of
+the real module on real batches (after a warm-up; the median, so one slow step on a busy
+machine does not set the figure) and a few forward passes, the way the trainer runs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["measure_bandwidth", "process_bytes", "time_forward", "time_steps"]
+
+Batch = tuple[torch.Tensor, ...]
+LossOf = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+def _autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def time_steps(
+    module: nn.Module,
+    loss_of: LossOf,
+    batches: Iterator[Batch],
+    optimizer: torch.optim.Optimizer,
+    precision: str = "fp32",
+    grad_clip: float | None = None,
+    budget: float = 3.0,
+) -> float:
+    """Median seconds of one step (fetch, forward, backward, clip, optimizer step): 2 warm-up
+    steps, then up to 20 or ``budget`` seconds of timed ones (at least 3)."""
+    module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+    times: list[float] = []
+    spent = 0.0
+    for i in range(22):
+        start = time.perf_counter()
+        batch = next(batches)
+        with _autocast(precision):
+            loss = loss_of(module, batch)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        took = time.perf_counter() - start
+        if i >= 2:
+            times.append(took)
+            spent += took
+            if len(times) >= 3 and spent > budget:
+                break
+    return statistics.median(times)
+
+
+def time_forward(
+    module: nn.Module, loss_of: LossOf, batch: Batch, precision: str = "fp32", repeats: int = 5
+) -> float:
+    """Median seconds of a forward pass of ``batch`` with no gradients (evaluation, serving)."""
+    module.eval()
+    times = []
+    with torch.no_grad(), _autocast(precision):
+        loss_of(module, batch)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            loss_of(module, batch)
+            times.append(time.perf_counter() - start)
+    module.train()
+    return statistics.median(times)
+
+
+def measure_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Memory bandwidth in bytes/s: the best of a few copies of a large tensor (read + write)."""
+    src = torch.empty(megabytes * (1 << 20) // 4, dtype=torch.float32).fill_(1.0)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * src.numel() * 4 / best
+
+
+def process_bytes() -> float:
+    """This process's resident memory now (Linux /proc), else its peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return float(pages * resource.getpagesize())
+    except (OSError, ValueError, IndexError):
+        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
