@@ -52,7 +52,9 @@ def _as_run(job: Job, run: dict[str, Any]) -> tuple[Job, list[str]]:
         epochs = int(run["epochs"])
         notes.append(f"the run stopped after epoch {epochs} of {job.epochs}: planned for those")
         evaluated = math.ceil(job.eval_samples * epochs / job.epochs)
-        return replace(job, steps=steps, epochs=epochs, eval_samples=evaluated), notes
+        evaluations = job.evaluations and epochs
+        cut = replace(job, epochs=epochs, eval_samples=evaluated, evaluations=evaluations)
+        return replace(cut, steps=steps), notes
     return replace(job, steps=steps), notes
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import math
+import statistics
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,13 @@ from rich.console import Console
 from torch import nn
 
 from tensorsmith.api.finetuning import finetune_recipe
-from tensorsmith.api.recipes import RecipeLike, check_recipe, check_sources, parse_only
-from tensorsmith.errors import DataError, RecipeError
+from tensorsmith.api.recipes import RecipeLike, check_recipe, parse_only
+from tensorsmith.errors import RecipeError
+from tensorsmith.evaluation.evaluate import Evaluator
 from tensorsmith.finetune.adapt import plan_round
 from tensorsmith.finetune.start import Start
 from tensorsmith.models import build_model
+from tensorsmith.models.gpt import GPT
 from tensorsmith.planning.calibrate import (
     measure_bandwidth,
     process_bytes,
@@ -33,6 +37,7 @@ from tensorsmith.planning.calibrate import (
 )
 from tensorsmith.planning.count import (
     activation_bytes,
+    as_gpt,
     count_flops,
     gpt_activation_bytes,
     parameters,
@@ -41,7 +46,7 @@ from tensorsmith.planning.estimate import Job, Options, Plan, estimate
 from tensorsmith.planning.hardware import Device, device, device_names, local_memory_bytes
 from tensorsmith.recipe import Recipe, load_yaml
 from tensorsmith.store.artifact import store_root
-from tensorsmith.tasks import Task, Workload, batches_of, create_task
+from tensorsmith.tasks import Prepared, Task, Workload, batches_of, create_task
 from tensorsmith.training.hardware import cpu_name, resolve_precision
 from tensorsmith.training.mfu import peak_flops
 from tensorsmith.training.optim import build_optimizer
@@ -146,13 +151,7 @@ def _parsed(
             raise RecipeError("plan a fine-tune from its recipe file")
         return finetune_recipe(recipe, None, overrides, store)
     parsed = parse_only(recipe, overrides)
-    check_recipe(parsed)
-    try:
-        check_sources(parsed)
-    except DataError as exc:
-        if sizes.tokens is None or parsed.task != "language-modeling":
-            hint = "--tokens N" if parsed.task == "language-modeling" else "the data"
-            raise DataError(f"{exc}; the plan sizes the model's inputs from {hint}") from None
+    check_recipe(parsed)  # the data is the task's to find (a language model plans without)
     return parsed, None
 
 
@@ -176,6 +175,7 @@ def plan_job(
     quiet = Console(file=io.StringIO())
     with tempfile.TemporaryDirectory(prefix="ts-plan-") as cache:
         work = task.workload(Path(cache), quiet, int(sizes.tokens) if sizes.tokens else None)
+        _training_libraries()
         runtime = process_bytes()
         return _job(task, work, start, sizes, runtime, timed)
 
@@ -187,8 +187,8 @@ def _job(
     precision = resolve_precision(spec.precision, "cpu")
     module = _build(recipe, work.dims, start, "meta")
     params = parameters(module)
-    gpt = recipe.model.arch == "gpt"
-    if not gpt or params.total <= REAL_LIMIT:
+    gpt = as_gpt(module)
+    if gpt is None or params.total <= REAL_LIMIT:
         module = _build(recipe, work.dims, start, "cpu")
     batch = next(batches_of(work.feed))
     if _on_meta(module):
@@ -196,8 +196,8 @@ def _job(
     loss_of = task.loss()
     counts = count_flops(module, loss_of, batch)
     bsz = len(batch[0])
-    if gpt:
-        acts = gpt_activation_bytes(_meta_gpt(recipe, work.dims), bsz, precision)
+    if gpt is not None:
+        acts = gpt_activation_bytes(gpt, bsz, precision)
     else:
         acts = activation_bytes(module, loss_of, batch)
     steps, epochs, evaluated = _length(task, work, sizes)
@@ -205,11 +205,40 @@ def _job(
         recipe.name, params, counts, acts, bsz, spec.grad_accum, steps,
         int(getattr(work.feed, "tokens_per_sample", 1)), sizes.rows or work.train_samples,
         work.unit, epochs, evaluated, precision, spec.optimizer.name, spec.optimizer.momentum,
-        _language(recipe), runtime_bytes=runtime if timed else 0.0, notes=list(work.notes),
+        _language(gpt), runtime_bytes=runtime if timed else 0.0, notes=list(work.notes),
     )  # fmt: skip
     if timed and not _on_meta(module):
         job = _timed(job, task, module, work, start)
+        if work.prepared is not None and work.eval_samples:
+            job = replace(
+                job,
+                evaluations=epochs or 0,
+                measured_evaluation=_evaluation(task, module, work.prepared),
+            )
     return job
+
+
+def _evaluation(task: Task, module: nn.Module, prepared: Prepared) -> float:
+    """Seconds of one in-training evaluation of the valid split, through the evaluation path
+    (forward passes, the loop's metrics), the median of three."""
+    evaluator = Evaluator(task, prepared.splits, task.recipe.evaluate.metrics, None)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        evaluator.in_loop(module)
+        times.append(time.perf_counter() - start)
+    module.train()
+    return statistics.median(times)
+
+
+def _training_libraries() -> None:
+    """Load what a training run loads beyond the data (scikit-learn's metrics, matplotlib's
+    plots), so that this process's size is a training process's before its model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+    import sklearn.metrics  # noqa: F401
 
 
 def _on_meta(module: nn.Module) -> bool:
@@ -226,16 +255,11 @@ def _build(recipe: Recipe, dims: dict[str, Any], start: Start | None, where: str
     return module
 
 
-def _meta_gpt(recipe: Recipe, dims: dict[str, Any]) -> Any:
-    with torch.device("meta"):
-        return build_model(recipe.model, dims)
-
-
-def _language(recipe: Recipe) -> dict[str, int] | None:
-    m = recipe.model
-    if m.arch != "gpt":
+def _language(gpt: GPT | None) -> dict[str, int] | None:
+    if gpt is None:
         return None
-    return {"n_layer": m.n_layer, "n_embd": m.n_embd, "block_size": m.block_size}  # type: ignore[attr-defined]
+    c = gpt.config
+    return {"n_layer": c.n_layer, "n_embd": c.n_embd, "block_size": c.block_size}
 
 
 def _length(task: Task, work: Workload, sizes: Sizes) -> tuple[int, int | None, int]:

@@ -26,6 +26,7 @@ __all__ = [
     "Counts",
     "Parameters",
     "activation_bytes",
+    "as_gpt",
     "count_flops",
     "gpt_activation_bytes",
     "measure_flops",
@@ -67,17 +68,18 @@ class Counts:
     method: str  # how they were counted
 
 
-def _gpt(module: nn.Module) -> GPT | None:
-    """``module`` when it is a GPT whose every weight trains (the closed form assumes it)."""
-    if isinstance(module, GPT) and all(p.requires_grad for p in module.parameters()):
-        return module
+def as_gpt(module: nn.Module) -> GPT | None:
+    """The GPT ``module`` is (or wraps, as a peft adapter does), else None."""
+    for m in module.modules():
+        if isinstance(m, GPT):
+            return m
     return None
 
 
 def count_flops(module: nn.Module, loss_of: LossOf, batch: Batch) -> Counts:
     """A step's FLOPs: the GPT's closed form, else the counter over forward and backward."""
-    gpt = _gpt(module)
-    if gpt is not None:
+    gpt = as_gpt(module)
+    if gpt is not None and all(p.requires_grad for p in module.parameters()):
         tokens = batch[0].numel()
         per_token = float(gpt.flops_per_token())
         how = "6N + 12·L·H·Q·T per token (PaLM)"

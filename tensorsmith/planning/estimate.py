@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tensorsmith.planning.count import Counts, Parameters
-from tensorsmith.planning.hardware import Device
+from tensorsmith.planning.hardware import Device, device, device_names
 
 __all__ = ["CHINCHILLA", "Job", "Options", "Plan", "Row", "estimate", "optimizer_bytes"]
 
@@ -83,6 +83,8 @@ class Job:
     language: dict[str, int] | None = None  # n_layer, n_embd, block_size of a language model
     measured_step: float | None = None  # seconds per optimizer step, timed here (local)
     measured_eval: float | None = None  # seconds per evaluated sample, timed here (local)
+    evaluations: int = 0  # evaluations over the run (an epoch task's: one per epoch)
+    measured_evaluation: float | None = None  # seconds of one whole evaluation, timed here
     measured_latency: float | None = None  # seconds of one request's forward pass (local)
     measured_throughput: float | None = None  # samples/s of forward passes in batches (local)
     runtime_bytes: float = 0.0  # the process before the model: Python, torch, the data (local)
@@ -177,6 +179,14 @@ def _fit(plan: Plan, job: Job, opt: Options, peak: float, fixed: float, per_samp
     plan.add("memory", "device memory", memory, "B", opt.device.description)
     if peak <= memory:
         return
+    largest = max((device(n) for n in device_names() if n != "local"), key=_memory_of)
+    if fixed > largest.memory_bytes:
+        plan.warnings.append(
+            f"fits no listed device: its weights, gradients and optimizer states need "
+            f"{_gb(fixed)}, {fixed / largest.memory_bytes:.1f}× the largest ({largest.name}, "
+            f"{_gb(largest.memory_bytes)}); shard them over devices (FSDP) or shrink the model"
+        )
+        return
     if fixed >= memory:
         plan.warnings.append(
             f"does not fit {opt.device.name}: weights, gradients and optimizer states alone need "
@@ -184,12 +194,16 @@ def _fit(plan: Plan, job: Job, opt: Options, peak: float, fixed: float, per_samp
             "devices with sharding (FSDP), or a smaller model"
         )
         return
-    largest = int((memory - fixed) // per_sample) if per_sample else 0
+    fits = int((memory - fixed) // per_sample) if per_sample else 0
     plan.warnings.append(
         f"does not fit {opt.device.name}: the peak {_gb(peak)} is {peak / memory:.1f}× its "
-        f"{_gb(memory)}; the largest batch size that fits is {largest} "
-        f"(--set train.batch_size={largest})"
+        f"{_gb(memory)}; the largest batch size that fits is {fits} "
+        f"(--set train.batch_size={fits})"
     )
+
+
+def _memory_of(d: Device) -> float:
+    return d.memory_bytes
 
 
 def _gb(n: float) -> str:
@@ -203,6 +217,8 @@ def _time(plan: Plan, job: Job, opt: Options, flops: float) -> float:
         util = job.counts.step * job.grad_accum / job.measured_step / peak * opt.devices
         how = f"timed on this machine ({util:.1%} of its peak)"
         evals = (job.measured_eval or 0.0) * job.eval_samples
+        if job.measured_evaluation is not None:  # the evaluation path itself, metrics and all
+            evals = job.measured_evaluation * job.evaluations
     else:
         kind = "local" if opt.device.name == "local" else "gpu"
         util = opt.mfu if opt.mfu is not None else DEFAULT_MFU[kind]

@@ -74,6 +74,7 @@ class Workload:
     eval_samples: int = 0  # the valid split's samples (an epoch task evaluates all of them)
     notes: list[str] = field(default_factory=list)
     estimated: bool = False  # sizes estimated from bytes, not counted
+    prepared: Prepared | None = None  # the data as training prepares it, when it was
 
 
 def batches_of(feed: Any) -> Iterator[Batch]:
@@ -127,6 +128,7 @@ class Task(ABC):
             prepared.train,
             prepared.sizes.get("valid", 0),
             prepared.notes,
+            prepared=prepared,
         )
 
     @abstractmethod

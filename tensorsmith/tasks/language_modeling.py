@@ -38,7 +38,8 @@ from tensorsmith.tasks.generation import (
 
 __all__ = ["LanguageModelingTask", "TokenSplit"]
 
-SAMPLE_BYTES = 1 << 20  # the planner reads this much of a corpus to learn tokens per byte
+SAMPLE_BYTES = 1 << 20  # the planner encodes this much of a corpus to learn tokens per byte
+WHOLE_BYTES = 64 << 20  # a corpus up to this size is read whole: its tokenizer as in training
 
 
 class TokenSplit:
@@ -150,10 +151,12 @@ class LanguageModelingTask(Task):
         return Prepared(feed, {"valid": valid}, dims, sizes, "tokens", notes, digests)
 
     def workload(self, cache: Path, console: Console, tokens: int | None = None) -> Workload:
-        """Sized from the corpus's bytes: the tokenizer (the parent's, or one trained on the
-        first MiB) gives tokens per byte on that sample and the vocabulary. Training batches are
-        windows of random token ids: the cost of a step does not depend on which ids they are.
-        ``tokens`` (a training budget) stands in for a corpus that does not exist."""
+        """Sized from the corpus's bytes: the tokenizer gives the vocabulary and, on a MiB of
+        text, tokens per byte. A corpus up to 64 MiB is read and split as training reads it, so
+        its tokenizer (and so the model) is the one training builds; a larger one is sampled
+        (its first MiB) and its vocabulary estimated. Training batches are windows of random
+        token ids: a step's cost does not depend on which ids they are. ``tokens`` (a training
+        budget) stands in for a corpus that does not exist."""
         spec, block, batch = self.data_spec, self.block_size, self.train_spec.batch_size
         try:
             paths = resolve_sources(spec.source, self.recipe.base_dir)
@@ -161,14 +164,19 @@ class LanguageModelingTask(Task):
             if tokens is None:
                 raise DataError(f"{exc}; or plan without data: --tokens N (a budget)") from None
             paths = []
-        sample = _sample_text(paths)
-        tokenizer = self._sample_tokenizer(sample)
-        vocab = tokenizer.vocab_size if tokenizer else spec.tokenizer.vocab_size
         total = sum(p.stat().st_size for p in paths)
+        whole = bool(paths) and total <= WHOLE_BYTES
+        sample = self.read_splits()["train"] if whole else _sample_text(paths)
+        tokenizer = self._sample_tokenizer(sample)
+        train_share = 1.0 if whole else 1 - spec.split.valid
+        total = len(sample.encode("utf-8")) if whole else total
+        vocab = tokenizer.vocab_size if tokenizer else spec.tokenizer.vocab_size
         if sample and tokenizer:
-            per_byte = len(tokenizer.encode(sample)) / len(sample.encode("utf-8"))
-            train = int(total * per_byte * (1 - spec.split.valid))
-            note = f"{total:,} bytes of text; {per_byte:.3f} tokens per byte on the first MiB"
+            head = sample[:SAMPLE_BYTES]
+            per_byte = len(tokenizer.encode(head)) / len(head.encode("utf-8"))
+            train = int(total * per_byte * train_share)
+            how = "the train text" if whole else "a sample: the vocabulary is estimated"
+            note = f"{total:,} bytes of {how}; {per_byte:.3f} tokens per byte on a MiB of it"
         else:
             train, note = int(tokens or 0), "no corpus: the --tokens budget stands in for it"
         rng = np.random.default_rng(0)
