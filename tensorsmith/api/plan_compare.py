@@ -37,9 +37,10 @@ def compare(model: str, store: str | Path | None = None) -> tuple[str, Compariso
         resolved = finetune_recipe(raw, None, None, store, base_dir=base)
     else:
         resolved = (parse_recipe(raw, base_dir=base), None)
-    job = plan_job(raw, None, Sizes(), store, timed=True, resolved=resolved)
+    local = hardware_device("local", store)
+    job = plan_job(raw, None, Sizes(), store, local, resolved=resolved)
     job, notes = _as_run(job, run)
-    plan = estimate(job, Options(hardware_device("local", store)))
+    plan = estimate(job, Options(local))
     ref = f"{run.get('name', path.parent.name)}@{run.get('version', path.name)}"
     return ref, _rows(plan, job, run), notes
 

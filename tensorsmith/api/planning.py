@@ -78,7 +78,7 @@ def plan(
     """The plan of ``recipe`` on ``devices`` × ``hardware`` (a name of the hardware table)."""
     check_options(devices, price, mfu)
     dev = hardware if isinstance(hardware, Device) else hardware_device(hardware, store)
-    job = plan_job(recipe, overrides, sizes or Sizes(), store, timed=dev.name == "local")
+    job = plan_job(recipe, overrides, sizes or Sizes(), store, dev)
     return estimate(job, Options(dev, devices, price, mfu))
 
 
@@ -160,7 +160,7 @@ def plan_job(
     overrides: list[str] | None,
     sizes: Sizes,
     store: str | Path | None,
-    timed: bool,
+    dev: Device,
     resolved: tuple[Recipe, Start | None] | None = None,
 ) -> Job:
     """Everything the estimate needs: the module built and counted, the data sized, and on
@@ -177,19 +177,21 @@ def plan_job(
         work = task.workload(Path(cache), quiet, int(sizes.tokens) if sizes.tokens else None)
         _training_libraries()
         runtime = process_bytes()
-        return _job(task, work, start, sizes, runtime, timed)
+        return _job(task, work, start, sizes, runtime, dev)
 
 
 def _job(
-    task: Task, work: Workload, start: Start | None, sizes: Sizes, runtime: float, timed: bool
+    task: Task, work: Workload, start: Start | None, sizes: Sizes, runtime: float, dev: Device
 ) -> Job:
     recipe, spec = task.recipe, task.recipe.train
-    precision = resolve_precision(spec.precision, "cpu")
+    precision = _precision(spec.precision, dev)
+    timed = dev.name == "local"
     module = _build(recipe, work.dims, start, "meta")
     params = parameters(module)
     gpt = as_gpt(module)
     if gpt is None or params.total <= REAL_LIMIT:
         module = _build(recipe, work.dims, start, "cpu")
+        params = parameters(module)  # a fine-tune's adapters and frozen layers in place
     batch = next(batches_of(work.feed))
     if _on_meta(module):
         batch = tuple(t.to("meta") for t in batch)
@@ -231,6 +233,15 @@ def _evaluation(task: Task, module: nn.Module, prepared: Prepared) -> float:
     return statistics.median(times)
 
 
+def _precision(setting: str, dev: Device) -> str:
+    """``auto`` on the planned device: bf16 where it has bf16 matrix units, else fp32."""
+    if setting != "auto":
+        return setting
+    if dev.name == "local":
+        return resolve_precision(setting, "cpu")
+    return "bf16" if dev.peak.get("bf16") else "fp32"
+
+
 def _training_libraries() -> None:
     """Load what a training run loads beyond the data (scikit-learn's metrics, matplotlib's
     plots), so that this process's size is a training process's before its model."""
@@ -266,8 +277,10 @@ def _length(task: Task, work: Workload, sizes: Sizes) -> tuple[int, int | None, 
     """(optimizer steps, epochs or None, samples evaluated over the run)."""
     spec = task.recipe.train
     if work.feed.unit == "epoch":
-        samples = sizes.rows or work.train_samples
-        per_epoch = math.ceil(math.ceil(samples / spec.batch_size) / spec.grad_accum)
+        batches = len(work.feed)  # a whole-split batch ("full") is one
+        if sizes.rows and isinstance(spec.batch_size, int):
+            batches = math.ceil(sizes.rows / spec.batch_size)
+        per_epoch = math.ceil(batches / spec.grad_accum)
         return spec.length * per_epoch, spec.length, spec.length * work.eval_samples
     per_step = spec.batch_size * spec.grad_accum * int(work.feed.tokens_per_sample)
     steps = math.ceil(sizes.tokens / per_step) if sizes.tokens else spec.length
