@@ -251,6 +251,7 @@ def test_public_names_are_pinned() -> None:
         "lineage",
         "load",
         "models",
+        "plan",
         "predict",
         "promote",
         "train",

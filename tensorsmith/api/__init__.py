@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tensorsmith.api.finetuning import finetune
     from tensorsmith.api.listing import lineage, models, promote
+    from tensorsmith.api.planning import plan
     from tensorsmith.api.model import Model
     from tensorsmith.api.recipes import check_recipe, init_recipe, validate
     from tensorsmith.api.serving import serve
@@ -35,6 +36,7 @@ __all__ = [
     "lineage",
     "load",
     "models",
+    "plan",
     "predict",
     "promote",
     "serve",
@@ -54,6 +56,7 @@ _WHERE = {
     "models": "listing",
     "promote": "listing",
     "lineage": "listing",
+    "plan": "planning",
     "predict": "use",
     "serve": "serving",
 }
