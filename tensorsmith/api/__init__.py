@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tensorsmith.api.finetuning import finetune
     from tensorsmith.api.listing import lineage, models, promote
-    from tensorsmith.api.planning import plan
     from tensorsmith.api.model import Model
+    from tensorsmith.api.planning import plan
     from tensorsmith.api.recipes import check_recipe, init_recipe, validate
     from tensorsmith.api.serving import serve
     from tensorsmith.api.training import train
