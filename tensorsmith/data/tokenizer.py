@@ -33,7 +33,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -227,6 +227,14 @@ class TextTokenizer:
         if len(chunks) == 1:
             return list(self.tokenizer.encode(chunks[0]).ids)
         return [i for enc in self.tokenizer.encode_batch(chunks) for i in enc.ids]
+
+    def encode_array(self, text: str, dtype: Any = np.int64) -> np.ndarray:
+        """Token ids of a long text as one array, encoded a chunk at a time: only one chunk's
+        per-token records (strings, offsets …) are alive at once, not a whole corpus's. On the
+        4.5 MB plays, encoding them all in one batch peaked 0.45 GB higher and was no faster."""
+        parts = [np.zeros(0, dtype=dtype)]
+        parts += [np.asarray(self.tokenizer.encode(c).ids, dtype=dtype) for c in _chunks(text)]
+        return np.concatenate(parts)
 
     def encode_padded(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Token ids (N, max_length) int32 padded with ``<|pad|>``, the (N,) lengths, and (N,)

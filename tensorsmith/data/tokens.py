@@ -50,7 +50,7 @@ def encode_to_cache(text: str, tokenizer: TextTokenizer, cache_dir: Path) -> Pat
     path = cache_dir / f"tokens-{cache_key(text, tokenizer)[:32]}.{dtype}.bin"
     if path.is_file():
         return path
-    ids = np.asarray(tokenizer.encode(text), dtype=_DTYPES[dtype])
+    ids = tokenizer.encode_array(text, _DTYPES[dtype])
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Write beside the target, then rename: a crash never leaves a half-written cache behind.
     fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tokens-", suffix=".tmp")
