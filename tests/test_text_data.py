@@ -318,3 +318,17 @@ def test_end_to_end_on_memmap(shakespeare: list[Document], tmp_path: Path) -> No
     assert tok.decode(x[0].tolist())[1:] == tok.decode(y[0].tolist())[:-1]
     valid_tokens = open_tokens(encode_to_cache(valid, tok, tmp_path / "cache"))
     assert sum(x.numel() for x, _ in eval_batches(valid_tokens, 32, 4)) <= len(valid_tokens)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_a_long_text_encodes_to_the_same_ids_a_chunk_at_a_time(kind: str) -> None:
+    """encode_array (what the token cache uses: one chunk's records alive at once) gives the
+    very ids of encode, across chunk boundaries and end-of-text markers."""
+    rng = np.random.default_rng(0)
+    words = ["thou", "art", "the", "king", "\n", "ROMEO.", "Juliet,", "  ", "o'er"]
+    text = " ".join(rng.choice(words, 40_000))  # about 160 k characters: several chunks
+    text = text[:70_000] + END_OF_TEXT + text[70_000:]
+    tokenizer = TextTokenizer.train(kind, [text], 400)
+    ids = tokenizer.encode_array(text, np.uint16)
+    assert ids.dtype == np.uint16
+    assert ids.tolist() == tokenizer.encode(text)
