@@ -411,6 +411,9 @@ def plan(
         float | None, typer.Option(help="a language model's training tokens (2e9)")
     ] = None,
     rows: Annotated[int | None, typer.Option(help="samples per epoch, not the data's")] = None,
+    source: Annotated[
+        str | None, typer.Option("--from", help="a fine-tune's start (else finetune.from)")
+    ] = None,
     sweep: Annotated[str | None, typer.Option(help="KEY=V1,V2,…: one plan per value")] = None,
     compare: Annotated[
         str | None, typer.Option(help="a stored model: its plan against its run")
@@ -426,7 +429,7 @@ def plan(
     from tensorsmith.api.planning import Sizes
 
     request = PlanRequest(
-        recipe, hardware, devices, price, mfu, set_ or [], Sizes(tokens, rows), sweep,
+        recipe, hardware, devices, price, mfu, set_ or [], Sizes(tokens, rows, source), sweep,
         compare, plot, json_, store,
     )  # fmt: skip
     show_plan(request, out)

@@ -63,6 +63,7 @@ class Sizes:
 
     tokens: float | None = None  # a language model's training tokens (its steps follow)
     rows: int | None = None  # samples per epoch instead of the data's own count
+    start: str | None = None  # a fine-tune's starting point (--from), else finetune.from
 
 
 def plan(
@@ -141,15 +142,15 @@ def hardware_device(name: str, store: str | Path | None = None) -> Device:
 def _parsed(
     recipe: RecipeLike, overrides: list[str] | None, store: str | Path | None, sizes: Sizes
 ) -> tuple[Recipe, Start | None]:
-    """The checked recipe (a fine-tune's with its parent's model keys) and a fine-tune's start.
-    A recipe whose data is missing plans on a size given instead (a language model's tokens)."""
+    """The checked recipe (a fine-tune's with its parent's model keys) and a fine-tune's start
+    (``sizes.start``, else the recipe's ``finetune.from``)."""
     raw: Any = recipe
     if isinstance(recipe, str | Path) and Path(recipe).is_file():
         raw = load_yaml(Path(recipe).read_text(encoding="utf-8"), str(recipe))
-    if isinstance(raw, dict) and raw.get("finetune") is not None:
+    if sizes.start is not None or (isinstance(raw, dict) and raw.get("finetune") is not None):
         if not isinstance(recipe, str | Path | dict):
             raise RecipeError("plan a fine-tune from its recipe file")
-        return finetune_recipe(recipe, None, overrides, store)
+        return finetune_recipe(recipe, sizes.start, overrides, store)
     parsed = parse_only(recipe, overrides)
     check_recipe(parsed)  # the data is the task's to find (a language model plans without)
     return parsed, None

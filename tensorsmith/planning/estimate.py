@@ -144,7 +144,8 @@ def _work(plan: Plan, job: Job) -> float:
     samples = job.batch_size * job.grad_accum
     unit = "tokens" if job.tokens_per_sample > 1 else job.unit
     plan.add("work", f"{unit} per step", samples * job.tokens_per_sample, "")
-    plan.add("work", "steps", job.steps, "", f"{job.epochs} epochs" if job.epochs else "")
+    epochs = f"{job.epochs} epoch{'s' if job.epochs != 1 else ''}" if job.epochs else ""
+    plan.add("work", "steps", job.steps, "", epochs)
     plan.add("work", f"{unit} in all", job.steps * samples * job.tokens_per_sample, "")
     plan.add("work", "FLOPs per step", per_step, "FLOP", job.counts.method)
     total = per_step * job.steps
