@@ -310,10 +310,20 @@ def _timed(job: Job, task: Task, module: nn.Module, work: Workload, start: Start
     return replace(
         job,
         measured_step=step,
+        measured_epoch_start=_epoch_start(work.feed),
         measured_eval=forward / job.batch_size,
         measured_latency=one,
         measured_throughput=job.batch_size / forward,
     )
+
+
+def _epoch_start(feed: Any) -> float | None:
+    """Seconds an epoch takes to hand out its first batch (a DataLoader's workers start)."""
+    if feed.unit != "epoch":
+        return None
+    start = time.perf_counter()
+    next(iter(feed.batches(1)))
+    return time.perf_counter() - start
 
 
 def _groups(task: Task, module: nn.Module, start: Start | None) -> Any:
