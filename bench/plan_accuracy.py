@@ -65,8 +65,9 @@ def tensorsmith(*args: str, store: Path) -> str:
     return done.stdout
 
 
-def run_case(name: str, store: Path) -> dict[str, Any]:
+def run_case(name: str, store: Path, threads: int | None) -> dict[str, Any]:
     verb, recipe, overrides, model = CASES[name]
+    overrides = overrides + ([f"train.threads={threads}"] if threads else [])
     sets = [x for o in overrides for x in ("--set", o)]
     extra = []
     if verb == "finetune":
@@ -86,13 +87,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", choices=list(CASES), default=list(CASES))
     parser.add_argument("--store", type=Path, default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="train.threads for every case (a shared machine)"
+    )
     args = parser.parse_args()
     store = args.store or Path(tempfile.mkdtemp(prefix="plan-bench-"))
     print(f"plan accuracy on {cpu_name()}, {os.cpu_count()} cores; store {store}")
     header = "| case | time est. | time meas. | error | peak mem est. | peak mem meas. | error |"
     lines = [header, "|---|---|---|---|---|---|---|"]
     for name in args.only:
-        result = run_case(name, store)
+        result = run_case(name, store, args.threads)
         t, m = result["rows"]["training time"], result["rows"]["peak memory"]
         t_err = (t["estimated"] - t["measured"]) / t["measured"]
         m_err = (m["estimated"] - m["measured"]) / m["measured"]

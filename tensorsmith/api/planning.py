@@ -300,16 +300,15 @@ def _timed(job: Job, task: Task, module: nn.Module, work: Workload, start: Start
     groups = _groups(task, module, start)
     optimizer = build_optimizer(groups, spec.optimizer)
     loss_of = task.loss()
-    step = (
-        time_steps(module, loss_of, batches_of(work.feed), optimizer, job.precision, spec.grad_clip)
-        * spec.grad_accum
-    )
+    batches = batches_of(work.feed)
+    step, warmup = time_steps(module, loss_of, batches, optimizer, job.precision, spec.grad_clip)
     batch = next(batches_of(work.feed))
     forward = time_forward(module, loss_of, batch, job.precision)
     one = time_forward(module, loss_of, tuple(t[:1] for t in batch), job.precision)
     return replace(
         job,
-        measured_step=step,
+        measured_step=step * spec.grad_accum,
+        measured_warmup=warmup,
         measured_epoch_start=_epoch_start(work.feed),
         measured_eval=forward / job.batch_size,
         measured_latency=one,

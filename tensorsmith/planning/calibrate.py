@@ -20,6 +20,8 @@ from torch import nn
 
 __all__ = ["measure_bandwidth", "process_bytes", "time_forward", "time_steps"]
 
+WARMUP = 3  # the first steps of a run, slower than the rest
+
 Batch = tuple[torch.Tensor, ...]
 LossOf = Callable[[nn.Module, Batch], torch.Tensor]
 
@@ -37,15 +39,17 @@ def time_steps(
     optimizer: torch.optim.Optimizer,
     precision: str = "fp32",
     grad_clip: float | None = None,
-    budget: float = 3.0,
-) -> float:
-    """Median seconds of one step (fetch, forward, backward, clip, optimizer step): 2 warm-up
-    steps, then up to 20 or ``budget`` seconds of timed ones (at least 3)."""
+    budget: float = 2.0,
+) -> tuple[float, float]:
+    """(median seconds of one step, the first steps' extra seconds): a step is a fetch, forward,
+    backward, clip and optimizer step. The first 3 steps are slower (kernels chosen, memory
+    allocated): a run pays their extra once, so it is measured too. Then timed steps, at least
+    3 and at most 500, until ``budget`` seconds are spent."""
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]
     times: list[float] = []
     spent = 0.0
-    for i in range(22):
+    for _ in range(WARMUP + 500):
         start = time.perf_counter()
         batch = next(batches)
         with _autocast(precision):
@@ -55,13 +59,12 @@ def time_steps(
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        took = time.perf_counter() - start
-        if i >= 2:
-            times.append(took)
-            spent += took
-            if len(times) >= 3 and spent > budget:
-                break
-    return statistics.median(times)
+        times.append(time.perf_counter() - start)
+        spent += times[-1]
+        if len(times) >= WARMUP + 3 and spent > budget:
+            break
+    median = statistics.median(times[WARMUP:])
+    return median, max(0.0, sum(times[:WARMUP]) - WARMUP * median)
 
 
 def time_forward(

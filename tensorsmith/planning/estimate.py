@@ -83,6 +83,7 @@ class Job:
     language: dict[str, int] | None = None  # n_layer, n_embd, block_size of a language model
     measured_step: float | None = None  # seconds per optimizer step, timed here (local)
     measured_epoch_start: float | None = None  # seconds to an epoch's first batch (local)
+    measured_warmup: float = 0.0  # the first steps' extra seconds, paid once (local)
     measured_eval: float | None = None  # seconds per evaluated sample, timed here (local)
     evaluations: int = 0  # evaluations over the run (an epoch task's: one per epoch)
     measured_evaluation: float | None = None  # seconds of one whole evaluation, timed here
@@ -233,9 +234,12 @@ def _time(plan: Plan, job: Job, opt: Options, flops: float) -> float:
     plan.add("time", "evaluation", evals, "s", f"{job.eval_samples:,} samples evaluated")
     seconds = step * job.steps + evals
     how = "steps × per step + evaluation"
-    if job.measured_step is not None and opt.mfu is None and job.measured_epoch_start:
-        seconds += job.measured_epoch_start * (job.epochs or 0)
-        how += f" + {job.epochs} epoch starts ({job.measured_epoch_start * 1000:.3g} ms each)"
+    if job.measured_step is not None and opt.mfu is None:
+        seconds += job.measured_warmup
+        how += f" + the first steps' warm-up ({job.measured_warmup:.2g} s)"
+        if job.measured_epoch_start:
+            seconds += job.measured_epoch_start * (job.epochs or 0)
+            how += f" + {job.epochs} epoch starts ({job.measured_epoch_start * 1000:.3g} ms each)"
     plan.add("time", "training time", seconds, "s", how)
     plan.add("time", "device-hours", seconds / 3600 * opt.devices, "h")
     return seconds / 3600
