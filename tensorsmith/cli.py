@@ -30,11 +30,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="tensorsmith: from data to a trained, evaluated, stored neural network.",
 )
-# soft_wrap: a long line (a path, a note) is never broken in two, so piped logs stay greppable
-# piped, a table row stays one line (rich would fit it to 80 columns): grep sees whole records
-_PIPED = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
-out = Console(highlight=False, soft_wrap=True, width=_PIPED)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def consoles() -> tuple[Console, Console]:
+    """The stdout and stderr consoles for this process's streams and environment.
+
+    soft_wrap: a long line (a path, a note) is never broken in two, so piped logs stay
+    greppable; piped, a table row stays one line (rich would fit it to 80 columns).
+    """
+    piped = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
+    return (
+        Console(highlight=False, soft_wrap=True, width=piped),
+        Console(stderr=True, highlight=False, soft_wrap=True),
+    )
+
+
+out, err = consoles()  # the tests' in-process runner rebuilds them for its own streams
 F = TypeVar("F", bound=Callable[..., Any])
 
 

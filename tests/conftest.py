@@ -1,16 +1,20 @@
-"""Shared fixtures: a temporary model store, the CLI as a real subprocess, the examples.
+"""Shared fixtures: a temporary model store, the CLI (in process, or as a real subprocess), the
+examples.
 
 Every test writes into ``tmp_path`` (or a session temp dir), never into the repository.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,35 @@ TABULAR_TASKS = ("regression", "classification")
 
 CliResult = tuple[int, str, str]
 
+# The test processes and the CLI processes they start compute on one torch thread: the
+# ``-n auto`` workers already keep every core busy, and a second thread per process only spins
+# waiting for a core (tiny kernels run many times slower). Tests about thread counts set theirs.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-def run_cli(
+
+def cli_env(store: str | Path | None, env: dict[str, str] | None) -> dict[str, str | None]:
+    """The environment changes of a CLI run (None: unset); ``store`` is ``TENSORSMITH_STORE``."""
+    changes: dict[str, str | None] = {
+        "COLUMNS": "200",
+        "NO_COLOR": "1",
+        "TERM": "dumb",
+        "TENSORSMITH_DEBUG": None,
+    }
+    if store is not None:
+        changes["TENSORSMITH_STORE"] = str(store)
+    changes.update(env or {})
+    return changes
+
+
+def cli_cwd(store: str | Path | None, cwd: str | Path | None) -> Path:
+    """The working directory: never the repository (a stray ./models store must not land
+    there); by default the folder of ``store``, or a fresh folder."""
+    if cwd is not None:
+        return Path(cwd)
+    return Path(store).parent if store is not None else Path(tempfile.mkdtemp(prefix="ts-cli-"))
+
+
+def run_cli_process(
     *args: str | Path,
     store: str | Path | None = None,
     cwd: str | Path | None = None,
@@ -33,25 +64,93 @@ def run_cli(
 ) -> CliResult:
     """Run ``python -m tensorsmith.cli ARGS`` in a subprocess; return (returncode, stdout, stderr).
 
-    ``store`` is passed as ``TENSORSMITH_STORE`` (so it works for every verb); the working
-    directory defaults to a fresh folder outside the repository when ``store`` is given.
+    For the tests whose point is a real process (imports, signals, exit); the others use the
+    cheaper in-process :func:`run_cli`.
     """
-    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
-    full_env.pop("TENSORSMITH_DEBUG", None)
-    if store is not None:
-        full_env["TENSORSMITH_STORE"] = str(store)
-    full_env.update(env or {})
-    if cwd is None:  # never the repository: a stray default ./models store must not land there
-        cwd = Path(store).parent if store is not None else tempfile.mkdtemp(prefix="ts-cli-")
+    full_env = dict(os.environ)
+    _set_environ(cli_env(store, env), full_env)
     proc = subprocess.run(
         [sys.executable, "-m", "tensorsmith.cli", *map(str, args)],
         capture_output=True,
         text=True,
-        cwd=cwd,
+        cwd=cli_cwd(store, cwd),
         env=full_env,
         timeout=timeout,
     )
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def run_cli(
+    *args: str | Path,
+    store: str | Path | None = None,
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+) -> CliResult:
+    """``tensorsmith ARGS`` in this process; return (exit code, stdout, stderr).
+
+    The same typer app, arguments, environment, working directory and consoles as
+    :func:`run_cli_process`, without a new interpreter's ~3 s of imports. Python warnings are
+    printed to stderr as a new process prints them; an exception that escapes the app is
+    exit 1 with its traceback on stderr.
+    """
+    from typer.testing import CliRunner
+
+    from tensorsmith import cli
+
+    consoles = cli.out, cli.err
+    try:
+        with _environ(cli_env(store, env)), contextlib.chdir(cli_cwd(store, cwd)):
+            cli.out, cli.err = cli.consoles()  # they read COLUMNS, NO_COLOR, TERM when made
+            with warnings.catch_warnings():
+                _warn_as_a_new_process()
+                result = CliRunner().invoke(
+                    cli.app, cli._resume_argument([str(a) for a in args]), prog_name="tensorsmith"
+                )
+    finally:
+        cli.out, cli.err = consoles
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return result.exit_code, result.stdout, stderr
+
+
+@contextlib.contextmanager
+def _environ(changes: dict[str, str | None]) -> Iterator[None]:
+    before = {key: os.environ.get(key) for key in changes}
+    _set_environ(changes)
+    try:
+        yield
+    finally:
+        _set_environ(before)
+
+
+def _set_environ(values: dict[str, str | None], environ: Any = os.environ) -> None:
+    for key, value in values.items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+
+
+def _warn_as_a_new_process() -> None:
+    """Python's default warning filters (pytest's are stricter), printed to sys.stderr."""
+    warnings.resetwarnings()
+    warnings.simplefilter("default")
+    for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.simplefilter("ignore", quiet)
+    warnings.showwarning = _print_warning
+
+
+def _print_warning(message: Any, category: Any, filename: str, lineno: int, *_: Any) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Each test (and the fixtures it sets up) starts on one torch thread, whatever an earlier
+    test of this process set (see OMP_NUM_THREADS above)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def find_checkpoint(store: Path, name: str) -> Path:

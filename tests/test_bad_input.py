@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import EXAMPLES, quiet_console, run_cli
+from conftest import EXAMPLES, quiet_console, run_cli_process
 from typer.testing import CliRunner
 
 import tensorsmith
@@ -422,28 +422,36 @@ def test_exit_codes_of_the_error_classes() -> None:
 
 def test_subprocess_recipe_error(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, train__epochs=None, train__epocs=3)
-    fails(run_cli("validate", recipe, cwd=tmp_path), 2, "train.epocs", "did you mean 'epochs'")
+    fails(
+        run_cli_process("validate", recipe, cwd=tmp_path), 2, "train.epocs", "did you mean 'epochs'"
+    )
 
 
 def test_subprocess_data_error(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, data__target="prise")
-    fails(run_cli("train", recipe, store=tmp_path / "s"), 2, "'prise'", "did you mean 'price'")
+    fails(
+        run_cli_process("train", recipe, store=tmp_path / "s"), 2, "'prise'", "did you mean 'price'"
+    )
     assert not list((tmp_path / "s").glob("*/*"))
 
 
 def test_subprocess_unknown_model(tmp_path: Path) -> None:
     data = frame_file(tmp_path, WINDSOR.head(3))
-    fails(run_cli("predict", "windsor", "--data", data, store=tmp_path / "s"), 2, "'windsor'")
+    fails(
+        run_cli_process("predict", "windsor", "--data", data, store=tmp_path / "s"), 2, "'windsor'"
+    )
 
 
 def test_subprocess_run_time_error_exits_1(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path)
-    fails(run_cli("train", recipe, "--resume", store=tmp_path / "s"), 1, "nothing to resume")
+    fails(
+        run_cli_process("train", recipe, "--resume", store=tmp_path / "s"), 1, "nothing to resume"
+    )
 
 
 def test_subprocess_debug_shows_the_traceback(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, model__activation="relux")
-    code, _, err = run_cli("validate", recipe, "--debug", cwd=tmp_path)
+    code, _, err = run_cli_process("validate", recipe, "--debug", cwd=tmp_path)
     assert code == 2
     assert "Traceback" in err
     assert "RecipeError" in err

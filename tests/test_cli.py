@@ -1,4 +1,4 @@
-"""The user journey of DESIGN.md §5 through the real CLI (subprocesses) and the Python API."""
+"""The user journey of DESIGN.md §5 through the real CLI (in process) and the Python API."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Language models end to end: corpus → tokenizer → GPT pretraining → evaluate → generate.
 
-Tiny models on two real Shakespeare poems (tests/data/shakespeare), through the real CLI in a
-subprocess. The subprocesses run with one OpenMP thread: on a loaded two-core machine a second
-thread makes the tiny per-token kernels of generation wait on each other (20x slower), and the
-numbers these tests compare do not depend on the thread count.
+Tiny models on two real Shakespeare poems (tests/data/shakespeare), through the real CLI (in
+this process; the runs that are killed in a subprocess). Everything runs on one OpenMP thread:
+on a loaded two-core machine a second thread makes the tiny per-token kernels of generation
+wait on each other (20x slower), and the numbers these tests compare do not depend on the
+thread count.
 """
 
 from __future__ import annotations

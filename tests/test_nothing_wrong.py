@@ -9,6 +9,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,9 +197,24 @@ def live_checkpoint(proc: subprocess.Popen[bytes], store: Path) -> Path:
     raise AssertionError("the live run wrote no checkpoint")
 
 
-def test_resume_applies_the_keys_that_only_watch_the_run(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def killed_xor(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding one xor-mlp run (150 epochs), SIGKILLed after its first checkpoint."""
+    store = tmp_path_factory.mktemp("killed") / "store"
+    kill_after_checkpoint(start(XOR, store, "train.epochs=150"), store, "xor-mlp")
+    return store
+
+
+def copy_of_killed(killed_xor: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the ``killed_xor`` store for one test to resume: (store, the run's folder)."""
     store = tmp_path / "store"
-    run = kill_after_checkpoint(start(XOR, store, "train.epochs=150"), store, "xor-mlp")
+    shutil.copytree(killed_xor, store)
+    (run,) = (store / ".checkpoints" / "xor-mlp").iterdir()
+    return store, run
+
+
+def test_resume_applies_the_keys_that_only_watch_the_run(killed_xor: Path, tmp_path: Path) -> None:
+    store, run = copy_of_killed(killed_xor, tmp_path)
     code, out, err = run_cli(
         "train",
         XOR,
@@ -221,9 +237,8 @@ def test_resume_applies_the_keys_that_only_watch_the_run(tmp_path: Path) -> None
     assert stored["train"]["log_every"] == 50 and stored["train"]["checkpoint_every"] == 7
 
 
-def test_a_damaged_checkpoint_is_named(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    run = kill_after_checkpoint(start(XOR, store, "train.epochs=150"), store, "xor-mlp")
+def test_a_damaged_checkpoint_is_named(killed_xor: Path, tmp_path: Path) -> None:
+    store, run = copy_of_killed(killed_xor, tmp_path)
     checkpoint = run / "checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     code, _, err = run_cli("train", XOR, "--resume", "--set", "train.epochs=150", store=store)

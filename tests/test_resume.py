@@ -1,7 +1,8 @@
 """Nothing is lost (DESIGN.md §6): repeatable runs, exact resume after SIGKILL, refused resumes.
 
 The kill test runs the real CLI in a subprocess, kills it with SIGKILL after its first
-checkpoint, resumes it, and compares the result bit for bit with an uninterrupted run.
+checkpoint, resumes it (in a subprocess too), and compares the result bit for bit with an
+uninterrupted run; the refused resumes run the CLI in process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import find_checkpoint
+from conftest import find_checkpoint, run_cli
 from rich.console import Console
 from safetensors.torch import load_file
 
@@ -181,13 +182,11 @@ def test_kill_leaves_no_version(killed: dict[str, Path]) -> None:
 def test_resume_refuses_a_changed_model(killed: dict[str, Path], tmp_path: Path) -> None:
     store = tmp_path / "store"
     shutil.copytree(killed["killed"], store)
-    result = _run(
-        _cli("train", str(XOR), *_sets([*LONG, "model.hidden=[5]"]), "--resume", store=store),
-        tmp_path,
-    )
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "model.hidden" in result.stderr
-    assert "Traceback" not in result.stderr
+    sets = _sets([*LONG, "model.hidden=[5]"])
+    code, out, err = run_cli("train", str(XOR), *sets, "--resume", store=store, cwd=tmp_path)
+    assert code == 1, out + err
+    assert "model.hidden" in err
+    assert "Traceback" not in err
     assert _checkpoint(store).is_file()  # the refused resume keeps the checkpoint
     assert tensorsmith.models(store=store) == []
 
@@ -208,12 +207,9 @@ def test_resume_after_kill_equals_uninterrupted_run(killed: dict[str, Path]) -> 
 
     # (d) a complete run removes its checkpoint; --resume then has nothing to resume
     assert not _checkpoint(store).exists()
-    again = _run(
-        _cli("train", str(XOR), *_sets(LONG), "--resume", store=store),
-        killed["cwd"],
-    )
-    assert again.returncode == 1, again.stdout + again.stderr
-    assert "nothing to resume" in again.stderr
+    code, out, err = run_cli("train", str(XOR), *_sets(LONG), "--resume", store=store)
+    assert code == 1, out + err
+    assert "nothing to resume" in err
     assert [m["version"] for m in tensorsmith.models(store=store)] == [1]
 
 

@@ -20,7 +20,7 @@ from rich.console import Console
 
 import tensorsmith
 from tensorsmith.store.aliases import set_alias
-from tests.conftest import run_cli
+from tests.conftest import run_cli_process
 from tests.serving_helpers import HOUSE, free_port, running_server, shared_store
 
 
@@ -30,7 +30,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_an_unknown_model_fails_before_serving(store: Path) -> None:
-    code, _, err = run_cli("serve", "housse", "--port", str(free_port()), store=store)
+    code, _, err = run_cli_process("serve", "housse", "--port", str(free_port()), store=store)
     assert code == 2
     assert "housse" in err and "houses" in err  # did you mean
 
