@@ -31,6 +31,7 @@ from tensorsmith.models import build_model
 from tensorsmith.models.gpt import GPT
 from tensorsmith.planning.calibrate import (
     measure_bandwidth,
+    peak_during,
     process_bytes,
     time_forward,
     time_steps,
@@ -54,7 +55,7 @@ from tensorsmith.training.optim import build_optimizer
 __all__ = ["Sizes", "hardware_device", "hardware_table", "plan", "plan_job", "sweep"]
 
 REAL_LIMIT = 200e6  # parameters: larger modules stay on the meta device (counted, not run)
-TIMED_LIMIT = 2.0  # seconds a step may take by its FLOPs for the planner to time a few
+TIMED_LIMIT = 5.0  # seconds a step takes at the peak, past which the planner times none
 
 
 @dataclass
@@ -213,25 +214,26 @@ def _job(
     if timed and not _on_meta(module):
         job = _timed(job, task, module, work, start)
         if work.prepared is not None and work.eval_samples:
+            once, grows = _evaluation(task, module, work.prepared)
             job = replace(
-                job,
-                evaluations=epochs or 0,
-                measured_evaluation=_evaluation(task, module, work.prepared),
+                job, evaluations=epochs or 0, measured_evaluation=once, evaluation_bytes=grows
             )
     return job
 
 
-def _evaluation(task: Task, module: nn.Module, prepared: Prepared) -> float:
-    """Seconds of one in-training evaluation of the valid split, through the evaluation path
-    (forward passes, the loop's metrics), the median of three."""
+def _evaluation(task: Task, module: nn.Module, prepared: Prepared) -> tuple[float, float]:
+    """(seconds of one in-training evaluation of the valid split through the evaluation path,
+    the median of three; how much memory the final evaluation adds: every split, every
+    metric, the baselines)."""
     evaluator = Evaluator(task, prepared.splits, task.recipe.evaluate.metrics, None)
     times = []
     for _ in range(3):
         start = time.perf_counter()
         evaluator.in_loop(module)
         times.append(time.perf_counter() - start)
+    grows = peak_during(lambda: evaluator.final(module))
     module.train()
-    return statistics.median(times)
+    return statistics.median(times), grows
 
 
 def _precision(setting: str, dev: Device) -> str:
@@ -295,7 +297,7 @@ def _timed(job: Job, task: Task, module: nn.Module, work: Workload, start: Start
     """A few real steps and forward passes of the real module, when they are quick."""
     spec = task.recipe.train
     peak = peak_flops("cpu", job.precision, None, torch.get_num_threads())
-    if job.counts.step * spec.grad_accum / peak > TIMED_LIMIT * 0.3:
+    if job.counts.step * spec.grad_accum / peak > TIMED_LIMIT:
         return job  # too slow to time: the estimate rests on FLOPs alone
     groups = _groups(task, module, start)
     optimizer = build_optimizer(groups, spec.optimizer)

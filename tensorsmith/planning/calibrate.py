@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["measure_bandwidth", "process_bytes", "time_forward", "time_steps"]
+__all__ = ["measure_bandwidth", "peak_during", "process_bytes", "time_forward", "time_steps"]
 
 WARMUP = 3  # the first steps of a run, slower than the rest
 
@@ -103,3 +104,26 @@ def process_bytes() -> float:
         return float(pages * resource.getpagesize())
     except (OSError, ValueError, IndexError):
         return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def peak_during(run: Callable[[], Any], every: float = 0.002) -> float:
+    """How far this process's resident memory rose above its size at the start while ``run``
+    ran: sampled every ``every`` seconds by a thread (the peak RSS counter cannot say, as it
+    remembers every earlier peak)."""
+    before = top = process_bytes()
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal top
+        while not done.is_set():
+            top = max(top, process_bytes())
+            done.wait(every)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        run()
+    finally:
+        done.set()
+        thread.join()
+    return max(top, process_bytes()) - before

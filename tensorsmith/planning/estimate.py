@@ -17,7 +17,9 @@ from tensorsmith.planning.hardware import Device, device, device_names
 __all__ = ["CHINCHILLA", "Job", "Options", "Plan", "Row", "estimate", "optimizer_bytes"]
 
 CHINCHILLA = 20.0  # compute-optimal training tokens per parameter (Hoffmann et al. 2022)
-DEFAULT_MFU = {"gpu": 0.40, "local": 0.30}  # utilisation assumed when nothing was measured
+# utilisation assumed when nothing was timed: GPUs at what large transformer runs report
+# (PaLM 46%, nanoGPT ~40%); this CPU at about what a GPT whose steps were timed reached
+DEFAULT_MFU = {"gpu": 0.40, "local": 0.50}
 SERVE_BATCH = 64  # concurrent sequences assumed when serving a language model
 
 
@@ -84,6 +86,7 @@ class Job:
     measured_step: float | None = None  # seconds per optimizer step, timed here (local)
     measured_epoch_start: float | None = None  # seconds to an epoch's first batch (local)
     measured_warmup: float = 0.0  # the first steps' extra seconds, paid once (local)
+    evaluation_bytes: float = 0.0  # memory the final evaluation adds, measured (local)
     measured_eval: float | None = None  # seconds per evaluated sample, timed here (local)
     evaluations: int = 0  # evaluations over the run (an epoch task's: one per epoch)
     measured_evaluation: float | None = None  # seconds of one whole evaluation, timed here
@@ -173,6 +176,12 @@ def _memory(plan: Plan, job: Job, opt: Options) -> tuple[float, float, float]:
             "memory", "runtime", job.runtime_bytes, "B", "this process: Python, torch, the data"
         )
     peak = fixed + acts
+    if job.evaluation_bytes:
+        plan.add(
+            "memory", "evaluation", job.evaluation_bytes, "B",
+            "the final evaluation (every split, the baselines) adds; measured here",
+        )  # fmt: skip
+        peak = max(peak, fixed + job.evaluation_bytes)
     plan.add("memory", "peak", peak, "B", "per device" if opt.devices > 1 else "")
     return peak, fixed, acts / max(1, job.batch_size)
 

@@ -173,7 +173,7 @@ class LanguageModelingTask(Task):
         vocab = tokenizer.vocab_size if tokenizer else spec.tokenizer.vocab_size
         if sample and tokenizer:
             head = sample[:SAMPLE_BYTES]
-            per_byte = len(tokenizer.encode(head)) / len(head.encode("utf-8"))
+            per_byte = len(tokenizer.encode_array(head)) / len(head.encode("utf-8"))
             train = int(total * per_byte * train_share)
             how = "the train text" if whole else "a sample: the vocabulary is estimated"
             note = f"{total:,} bytes of {how}; {per_byte:.3f} tokens per byte on a MiB of it"

@@ -76,6 +76,7 @@ class Trainer:
         self.device = torch.device(device)
         self.save = save  # writes a checkpoint when a callback asks for one
         self.precision = precision or spec.precision  # "fp32" or "bf16" ("auto" resolved)
+        self.control = TrainControl()
 
     # ------------------------------------------------------------------ state
 
@@ -130,6 +131,7 @@ class Trainer:
         threads = torch.get_num_threads()
         if self.spec.threads:
             torch.set_num_threads(self.spec.threads)
+        self.control = TrainControl()  # this run's own, before a signal can reach it
         previous = _catch_signals(self._on_signal)
         try:
             return self._fit(model, feed, loss_of, evaluate, param_groups, resume)
@@ -142,8 +144,6 @@ class Trainer:
         self.control.interrupted = True
         self.control.stop = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    control = TrainControl()
 
     def _setup(self, model: nn.Module, feed: Any, param_groups: list[dict[str, Any]] | None) -> int:
         """Optimizer, schedules and state; returns the optimizer steps of the whole run."""
@@ -173,7 +173,6 @@ class Trainer:
         param_groups: list[dict[str, Any]] | None,
         resume: dict[str, Any] | None,
     ) -> FitResult:
-        self.control = TrainControl()
         self._setup(model, feed, param_groups)
         if resume is not None:
             self._load_state_dict(resume)
