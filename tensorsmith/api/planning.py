@@ -214,26 +214,30 @@ def _job(
     if timed and not _on_meta(module):
         job = _timed(job, task, module, work, start)
         if work.prepared is not None and work.eval_samples:
-            once, grows = _evaluation(task, module, work.prepared)
+            once, peak = _evaluation(task, module, work.prepared)
             job = replace(
-                job, evaluations=epochs or 0, measured_evaluation=once, evaluation_bytes=grows
+                job, evaluations=epochs or 0, measured_evaluation=once, evaluation_peak=peak
             )
     return job
 
 
 def _evaluation(task: Task, module: nn.Module, prepared: Prepared) -> tuple[float, float]:
     """(seconds of one in-training evaluation of the valid split through the evaluation path,
-    the median of three; how much memory the final evaluation adds: every split, every
-    metric, the baselines)."""
+    the median of three; this process's memory at its peak during the evaluations, the final
+    one included: every split, every metric, the baselines)."""
     evaluator = Evaluator(task, prepared.splits, task.recipe.evaluate.metrics, None)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        evaluator.in_loop(module)
-        times.append(time.perf_counter() - start)
-    grows = peak_during(lambda: evaluator.final(module))
+    times: list[float] = []
+
+    def evaluate() -> None:
+        for _ in range(3):
+            start = time.perf_counter()
+            evaluator.in_loop(module)
+            times.append(time.perf_counter() - start)
+        evaluator.final(module)
+
+    peak = process_bytes() + peak_during(evaluate)
     module.train()
-    return statistics.median(times), grows
+    return statistics.median(times), peak
 
 
 def _precision(setting: str, dev: Device) -> str:

@@ -86,7 +86,7 @@ class Job:
     measured_step: float | None = None  # seconds per optimizer step, timed here (local)
     measured_epoch_start: float | None = None  # seconds to an epoch's first batch (local)
     measured_warmup: float = 0.0  # the first steps' extra seconds, paid once (local)
-    evaluation_bytes: float = 0.0  # memory the final evaluation adds, measured (local)
+    evaluation_peak: float = 0.0  # this process at its peak while evaluating, measured (local)
     measured_eval: float | None = None  # seconds per evaluated sample, timed here (local)
     evaluations: int = 0  # evaluations over the run (an epoch task's: one per epoch)
     measured_evaluation: float | None = None  # seconds of one whole evaluation, timed here
@@ -176,12 +176,12 @@ def _memory(plan: Plan, job: Job, opt: Options) -> tuple[float, float, float]:
             "memory", "runtime", job.runtime_bytes, "B", "this process: Python, torch, the data"
         )
     peak = fixed + acts
-    if job.evaluation_bytes:
+    if job.evaluation_peak:
         plan.add(
-            "memory", "evaluation", job.evaluation_bytes, "B",
-            "the final evaluation (every split, the baselines) adds; measured here",
+            "memory", "while evaluating", job.evaluation_peak, "B",
+            "this process with the model, evaluating every split (baselines too); measured",
         )  # fmt: skip
-        peak = max(peak, fixed + job.evaluation_bytes)
+        peak = max(peak, job.evaluation_peak)
     plan.add("memory", "peak", peak, "B", "per device" if opt.devices > 1 else "")
     return peak, fixed, acts / max(1, job.batch_size)
 
