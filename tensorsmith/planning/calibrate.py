@@ -40,7 +40,7 @@ def time_steps(
     optimizer: torch.optim.Optimizer,
     precision: str = "fp32",
     grad_clip: float | None = None,
-    budget: float = 2.0,
+    budget: float = 4.0,
 ) -> tuple[float, float]:
     """(median seconds of one step, the first steps' extra seconds): a step is a fetch, forward,
     backward, clip and optimizer step. The first 3 steps are slower (kernels chosen, memory
