@@ -33,6 +33,7 @@ from tensorsmith.planning.calibrate import (
     measure_bandwidth,
     peak_during,
     process_bytes,
+    time_epochs,
     time_forward,
     time_steps,
 )
@@ -56,6 +57,7 @@ __all__ = ["Sizes", "hardware_device", "hardware_table", "plan", "plan_job", "sw
 
 REAL_LIMIT = 200e6  # parameters: larger modules stay on the meta device (counted, not run)
 TIMED_LIMIT = 5.0  # seconds a step takes at the peak, past which the planner times none
+SHORT_EPOCH = 0.5  # seconds: epochs shorter than this are timed whole
 
 
 @dataclass
@@ -308,6 +310,11 @@ def _timed(job: Job, task: Task, module: nn.Module, work: Workload, start: Start
     loss_of = task.loss()
     batches = batches_of(work.feed)
     step, warmup = time_steps(module, loss_of, batches, optimizer, job.precision, spec.grad_clip)
+    epoch_start = _epoch_start(work.feed)
+    per_epoch = len(work.feed) if work.feed.unit == "epoch" else 0
+    if 0 < per_epoch * step < SHORT_EPOCH:  # many short epochs: time whole ones
+        epoch = time_epochs(module, loss_of, work.feed, optimizer, job.precision, spec.grad_clip)
+        step, epoch_start = epoch / per_epoch, 0.0
     batch = next(batches_of(work.feed))
     forward = time_forward(module, loss_of, batch, job.precision)
     one = time_forward(module, loss_of, tuple(t[:1] for t in batch), job.precision)
@@ -315,7 +322,7 @@ def _timed(job: Job, task: Task, module: nn.Module, work: Workload, start: Start
         job,
         measured_step=step * spec.grad_accum,
         measured_warmup=warmup,
-        measured_epoch_start=_epoch_start(work.feed),
+        measured_epoch_start=epoch_start,
         measured_eval=forward / job.batch_size,
         measured_latency=one,
         measured_throughput=job.batch_size / forward,

@@ -19,7 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["measure_bandwidth", "peak_during", "process_bytes", "time_forward", "time_steps"]
+__all__ = [
+    "measure_bandwidth",
+    "peak_during",
+    "process_bytes",
+    "time_epochs",
+    "time_forward",
+    "time_steps",
+]
 
 WARMUP = 3  # the first steps of a run, slower than the rest
 
@@ -46,13 +53,56 @@ def time_steps(
     backward, clip and optimizer step. The first 3 steps are slower (kernels chosen, memory
     allocated): a run pays their extra once, so it is measured too. Then timed steps, at least
     3 and at most 500, until ``budget`` seconds are spent."""
-    module.train()
-    params = [p for p in module.parameters() if p.requires_grad]
+    step = _stepper(module, loss_of, optimizer, precision, grad_clip)
     times: list[float] = []
     spent = 0.0
     for _ in range(WARMUP + 500):
         start = time.perf_counter()
-        batch = next(batches)
+        step(next(batches))
+        times.append(time.perf_counter() - start)
+        spent += times[-1]
+        if len(times) >= WARMUP + 3 and spent > budget:
+            break
+    median = statistics.median(times[WARMUP:])
+    return median, max(0.0, sum(times[:WARMUP]) - WARMUP * median)
+
+
+def time_epochs(
+    module: nn.Module,
+    loss_of: LossOf,
+    feed: Any,
+    optimizer: torch.optim.Optimizer,
+    precision: str = "fp32",
+    grad_clip: float | None = None,
+    budget: float = 4.0,
+) -> float:
+    """Median seconds of one whole epoch of ``feed`` (its start, every batch), after a warm-up
+    epoch: at least 3, until ``budget`` seconds are spent. For runs of many short epochs,
+    whose cost per epoch is more than its steps'."""
+    step = _stepper(module, loss_of, optimizer, precision, grad_clip)
+    times: list[float] = []
+    for epoch in range(1, 1000):
+        start = time.perf_counter()
+        for batch in feed.batches(epoch):
+            step(batch)
+        times.append(time.perf_counter() - start)
+        if len(times) >= 4 and sum(times[1:]) > budget:
+            break
+    return statistics.median(times[1:])
+
+
+def _stepper(
+    module: nn.Module,
+    loss_of: LossOf,
+    optimizer: torch.optim.Optimizer,
+    precision: str,
+    grad_clip: float | None,
+) -> Callable[[Batch], None]:
+    """One training step on a batch, as the trainer takes it."""
+    module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def step(batch: Batch) -> None:
         with _autocast(precision):
             loss = loss_of(module, batch)
         loss.backward()
@@ -60,12 +110,8 @@ def time_steps(
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-        spent += times[-1]
-        if len(times) >= WARMUP + 3 and spent > budget:
-            break
-    median = statistics.median(times[WARMUP:])
-    return median, max(0.0, sum(times[:WARMUP]) - WARMUP * median)
+
+    return step
 
 
 def time_forward(
