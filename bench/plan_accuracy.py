@@ -76,7 +76,7 @@ def tensorsmith(*args: str, store: Path) -> str:
 def run_case(name: str, store: Path, threads: int | None, repeats: int) -> dict[str, Any]:
     """Train ``repeats`` times (a version each) and compare each: medians of the estimates and
     of the measurements, as a run of a few seconds varies by a fifth on a shared machine."""
-    runs = [run_once(name, store, threads, v) for v in range(1, repeats + 1)]
+    runs = [run_once(name, store, threads) for _ in range(repeats)]
     rows = {
         q: {k: statistics.median(r["rows"][q][k] for r in runs) for k in ("estimated", "measured")}
         for q in ("training time", "peak memory")
@@ -84,7 +84,7 @@ def run_case(name: str, store: Path, threads: int | None, repeats: int) -> dict[
     return {"case": name, "rows": rows, "notes": runs[0]["notes"], "repeats": repeats}
 
 
-def run_once(name: str, store: Path, threads: int | None, version: int) -> dict[str, Any]:
+def run_once(name: str, store: Path, threads: int | None) -> dict[str, Any]:
     verb, recipe, overrides, model = CASES[name]
     overrides = overrides + ([f"train.threads={threads}"] if threads else [])
     sets = [x for o in overrides for x in ("--set", o)]
@@ -95,8 +95,8 @@ def run_once(name: str, store: Path, threads: int | None, version: int) -> dict[
 
         extra = ["--from", str(extract())]
     tensorsmith(verb, str(recipe), *sets, *extra, store=store)
-    ref = f"{model}@{version}"
-    shown = json.loads(tensorsmith("plan", "--compare", ref, "--json", store=store))
+    # the name alone is its newest version: the one just trained
+    shown = json.loads(tensorsmith("plan", "--compare", model, "--json", store=store))
     return {"rows": {r["quantity"]: r for r in shown["rows"]}, "notes": shown["notes"]}
 
 
