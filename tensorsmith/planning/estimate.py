@@ -20,7 +20,8 @@ CHINCHILLA = 20.0  # compute-optimal training tokens per parameter (Hoffmann et 
 # utilisation assumed when nothing was timed: GPUs at what large transformer runs report
 # (PaLM 46%, nanoGPT ~40%); this CPU at about what a GPT whose steps were timed reached
 DEFAULT_MFU = {"gpu": 0.40, "local": 0.50}
-SERVE_BATCH = 64  # concurrent sequences assumed when serving a language model
+SERVE_BATCH = 64  # concurrent sequences (or rows in a batch) assumed when serving
+STEP_FLOOR = 2e-3  # seconds: no GPU step or batch is quicker (launches, host work; assumed)
 
 
 @dataclass
@@ -236,6 +237,9 @@ def _time(plan: Plan, job: Job, opt: Options, flops: float) -> float:
         util = opt.mfu if opt.mfu is not None else DEFAULT_MFU[kind]
         step = job.counts.step * job.grad_accum / (peak * util)
         how = f"FLOPs ÷ ({opt.devices} × {_si(peak / opt.devices)}FLOP/s × {util:.0%} assumed)"
+        if kind == "gpu" and step < STEP_FLOOR:  # a tiny model: launches, not FLOPs
+            step = STEP_FLOOR
+            how = f"at least {STEP_FLOOR * 1000:.0f} ms a step (kernel launches, the optimizer)"
         per_sample = job.counts.forward / max(1, job.batch_size)
         evals = per_sample * job.eval_samples / (peak * util)
     plan.add("time", "utilisation", util, "", how)
@@ -293,6 +297,9 @@ def _serving(plan: Plan, job: Job, opt: Options) -> None:
     )  # fmt: skip
     rate = peak / per_request if per_request else float("inf")
     how = f"compute-bound at {util:.0%} of peak"
+    if rate > SERVE_BATCH / STEP_FLOOR:  # a tiny model: a batch's forward pass has a floor too
+        rate = SERVE_BATCH / STEP_FLOOR
+        how = f"batches of {SERVE_BATCH} at least {STEP_FLOOR * 1000:.0f} ms each (assumed)"
     if job.measured_latency and job.measured_throughput:
         rate = job.measured_throughput
         plan.add("serving", "latency at batch 1", job.measured_latency, "s", "timed here")
