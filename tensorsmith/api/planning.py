@@ -171,17 +171,20 @@ def plan_job(
     ``local`` a few steps timed. ``resolved``: the recipe already parsed (and a fine-tune's
     start), as ``compare`` reads them from a stored version."""
     parsed, start = resolved or _parsed(recipe, overrides, store, sizes)
-    if threads := parsed.train.threads:
-        torch.set_num_threads(threads)
     task = create_task(parsed)
     if start is not None and start.task is not None:
         task.inherit(start.task)
     quiet = Console(file=io.StringIO())
-    with tempfile.TemporaryDirectory(prefix="ts-plan-") as cache:
-        work = task.workload(Path(cache), quiet, int(sizes.tokens) if sizes.tokens else None)
-        _training_libraries()
-        runtime = process_bytes()
-        return _job(task, work, start, sizes, runtime, dev)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(parsed.train.threads or threads)  # the run's, timed as it runs
+        with tempfile.TemporaryDirectory(prefix="ts-plan-") as cache:
+            work = task.workload(Path(cache), quiet, int(sizes.tokens) if sizes.tokens else None)
+            if dev.name == "local":  # the process is measured: make it a training process
+                _training_libraries()
+            return _job(task, work, start, sizes, process_bytes(), dev)
+    finally:
+        torch.set_num_threads(threads)  # train.threads applies to this plan only
 
 
 def _job(
