@@ -217,7 +217,7 @@ def _job(
         _language(gpt), runtime_bytes=runtime if timed else 0.0, notes=list(work.notes),
     )  # fmt: skip
     if timed and not _on_meta(module):
-        job = _timed(job, task, module, work, start)
+        job = _timed(job, task, module, work, start, dev.peak_for(precision))
         if work.prepared is not None and work.eval_samples:
             once, peak = _evaluation(task, module, work.prepared)
             job = replace(
@@ -302,10 +302,12 @@ def _length(task: Task, work: Workload, sizes: Sizes) -> tuple[int, int | None, 
     return steps, None, evaluations * per_eval
 
 
-def _timed(job: Job, task: Task, module: nn.Module, work: Workload, start: Start | None) -> Job:
-    """A few real steps and forward passes of the real module, when they are quick."""
+def _timed(
+    job: Job, task: Task, module: nn.Module, work: Workload, start: Start | None, peak: float
+) -> Job:
+    """A few real steps and forward passes of the real module, when they are quick at
+    ``peak`` (this machine's measured FLOP/s)."""
     spec = task.recipe.train
-    peak = peak_flops("cpu", job.precision, None, torch.get_num_threads())
     if job.counts.step * spec.grad_accum / peak > TIMED_LIMIT:
         return job  # too slow to time: the estimate rests on FLOPs alone
     groups = _groups(task, module, start)
@@ -313,11 +315,13 @@ def _timed(job: Job, task: Task, module: nn.Module, work: Workload, start: Start
     loss_of = task.loss()
     batches = batches_of(work.feed)
     step, warmup = time_steps(module, loss_of, batches, optimizer, job.precision, spec.grad_clip)
-    epoch_start = _epoch_start(work.feed)
     per_epoch = len(work.feed) if work.feed.unit == "epoch" else 0
-    if 0 < per_epoch * step < SHORT_EPOCH:  # many short epochs: time whole ones
+    epoch_start: float | None
+    if 0 < per_epoch * step < SHORT_EPOCH:  # many short epochs: time whole ones, starts too
         epoch = time_epochs(module, loss_of, work.feed, optimizer, job.precision, spec.grad_clip)
         step, epoch_start = epoch / per_epoch, 0.0
+    else:
+        epoch_start = _epoch_start(work.feed)
     batch = next(batches_of(work.feed))
     forward = time_forward(module, loss_of, batch, job.precision)
     one = time_forward(module, loss_of, tuple(t[:1] for t in batch), job.precision)
