@@ -131,10 +131,12 @@ def sweep_plot(plans: Sequence[Plan], key: str, values: Sequence[str], path: Pat
         ax.axvline(best, color="tab:red", linestyle="--")
         ax.annotate(
             f"compute-optimal for {tokens:.3g} tokens\n({CHINCHILLA:.0f} tokens per parameter)",
-            (best, max(ys)), color="tab:red", fontsize=8, ha="left", va="top",
+            (best, min(ys)), color="tab:red", fontsize=8, ha="right", va="bottom",
+            textcoords="offset points", xytext=(-4, 0),
         )  # fmt: skip
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    if min(ys) > 0 and max(ys) / min(ys) > 10:  # a narrow range reads better on a linear axis
+        ax.set_yscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("training cost ($)" if money else "training time (device-hours)")
     ax.set_title(f"cost against size: {plans[0].name} on {plans[0].hardware}")
