@@ -181,6 +181,8 @@ class Contents:
     run: dict[str, Any]
     plots: Callable[[Path], object] | None
     card: Callable[[int], str]
+    # a compressed version's weights format: writes the weights, returns the file's name
+    save_weights: Callable[[nn.Module, Path], str] | None = None
 
 
 def write_version(root: Path, name: str, contents: Contents) -> tuple[int, Path]:
@@ -189,7 +191,11 @@ def write_version(root: Path, name: str, contents: Contents) -> tuple[int, Path]
 
     with new_version(root, name) as (version, tmp):
         (tmp / "recipe.yaml").write_text(contents.recipe_yaml, encoding="utf-8")
-        save_model(contents.module, str(tmp / "model.safetensors"))
+        if contents.save_weights is None:
+            save_model(contents.module, str(tmp / "model.safetensors"))
+            weights = "model.safetensors"
+        else:
+            weights = contents.save_weights(contents.module, tmp)
         for file, content in contents.files.items():
             if isinstance(content, str):
                 (tmp / file).write_text(content, encoding="utf-8")
@@ -208,7 +214,7 @@ def write_version(root: Path, name: str, contents: Contents) -> tuple[int, Path]
             "name": name,
             "version": version,
             **contents.config,
-            "weights": "model.safetensors",
+            "weights": weights,
             "files": [*held, "config.json"],
         }
         write_json(tmp / "config.json", config)

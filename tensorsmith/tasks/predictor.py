@@ -20,6 +20,7 @@ from torch import nn
 
 from tensorsmith.errors import RecipeError, StoreError
 from tensorsmith.models import build_model
+from tensorsmith.models.formats import FORMATS
 from tensorsmith.recipe import Recipe, parse_recipe
 from tensorsmith.tasks.base import Task
 from tensorsmith.tasks.files import FORMAT, damaged, read_json_file, read_yaml_file
@@ -69,7 +70,11 @@ class Predictor:
             raise damaged(path / "recipe.yaml", f"does not validate ({exc})") from None
         task = TASKS.get(recipe.task).from_state(recipe, path)
         module = build_model(recipe.model, config.get("dims", {}))
-        _load_weights(module, path / str(config.get("weights", "model.safetensors")))
+        weights_format = (config.get("compression") or {}).get("format")
+        if weights_format:  # a compressed version: its format rebuilds the module it saved
+            module = FORMATS.get(weights_format).load(module, path, config)
+        else:
+            _load_weights(module, path / str(config.get("weights", "model.safetensors")))
         run, metrics, data = (
             _optional(path / f) for f in ("run.json", "metrics.json", "data.json")
         )

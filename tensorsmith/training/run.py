@@ -18,6 +18,7 @@ from torch import nn
 
 from tensorsmith.models import build_model
 from tensorsmith.tasks import Prepared, Task
+from tensorsmith.tasks.base import LossOf
 from tensorsmith.training.callbacks import CheckpointSchedule, EarlyStopping
 from tensorsmith.training.hardware import (
     hardware,
@@ -90,11 +91,13 @@ def train_module(
     save: Callable[[dict[str, Any]], None] | None = None,
     monitor_mode: str | None = None,
     adapt: Adapt | None = None,
+    loss: LossOf | None = None,
 ) -> Trained:
     """Build the module, train it with the task's loss, and measure the run.
 
     ``adapt`` (a fine-tune's start) takes the new module and returns the module to train (its
-    weights loaded, layers frozen or wrapped in adapters) and its optimizer groups.
+    weights loaded, layers frozen or wrapped in adapters) and its optimizer groups. ``loss``
+    replaces the task's own (a distillation's loss, which reads a teacher's outputs too).
     """
     recipe, spec, feed = task.recipe, task.recipe.train, prepared.train
     torch.manual_seed(spec.seed)
@@ -114,7 +117,7 @@ def train_module(
     groups_of = getattr(module, "optim_groups", None)
     if groups is None and callable(groups_of):
         groups = groups_of(spec.optimizer.weight_decay)
-    fit = trainer.fit(module, feed, task.loss(), evaluate, groups, resume)
+    fit = trainer.fit(module, feed, loss or task.loss(), evaluate, groups, resume)
     module = module.cpu().eval()
     record = _record(module, fit, spec, device, precision, flops, tokens)
     if peak:
