@@ -17,6 +17,7 @@ from tensorsmith.errors import DataError, ModelNotFoundError, RecipeError, Tenso
 if _typing.TYPE_CHECKING:
     from tensorsmith.api import (
         Model,
+        compress,
         evaluate,
         generate,
         lineage,
@@ -34,6 +35,7 @@ __all__ = [
     "ModelNotFoundError",
     "RecipeError",
     "TensorsmithError",
+    "compress",
     "evaluate",
     "finetune",
     "generate",
@@ -49,6 +51,7 @@ __all__ = [
 __version__ = "0.1.0"
 _API = {
     "Model",
+    "compress",
     "evaluate",
     "generate",
     "lineage",

@@ -331,6 +331,50 @@ def models(
 
 @app.command()
 @_guarded
+def compress(
+    model: Annotated[str, typer.Argument(help="NAME, NAME@N, NAME@alias or a version folder")],
+    quantize: Annotated[
+        str | None,
+        typer.Option(help="int8 (dynamic, Linear/LSTM layers), int8-weight or int4-weight (GPT)"),
+    ] = None,
+    prune: Annotated[
+        float | None, typer.Option(help="the fraction of weights (or units) to remove, in (0, 1)")
+    ] = None,
+    structured: Annotated[
+        bool, typer.Option(help="remove whole hidden units, channels or heads (with --prune)")
+    ] = False,
+    recover_epochs: Annotated[
+        int, typer.Option(help="a recovery fine-tune of N epochs after pruning")
+    ] = 0,
+    distill: Annotated[
+        Path | None, typer.Option(help="a student recipe to train with MODEL as its teacher")
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="distillation temperature")] = 2.0,
+    alpha: Annotated[
+        float, typer.Option(help="distillation: the weight of the teacher's soft targets")
+    ] = 0.5,
+    onnx: Annotated[bool, typer.Option(help="export to ONNX, preprocessing inside the graph")] = (
+        False
+    ),
+    preprocessing: Annotated[
+        bool, typer.Option(help="ONNX: put the fitted preprocessing inside the graph")
+    ] = True,
+    store: Store = None,
+    debug: Debug = False,
+) -> None:
+    """Quantize, prune, distill or export MODEL: a child version, measured beside its parent."""
+    from tensorsmith import api
+    from tensorsmith.api.compression import Compression
+
+    how = Compression(
+        quantize, prune, structured, recover_epochs, distill, temperature, alpha, onnx,
+        preprocessing,
+    )  # fmt: skip
+    api.compress(model, how, store, console=out)
+
+
+@app.command()
+@_guarded
 def promote(
     model: Annotated[str, typer.Argument(help="NAME@N (or NAME for the latest version)")],
     alias: Annotated[str, typer.Option(help="the alias to set")] = "production",

@@ -245,6 +245,7 @@ def test_public_names_are_pinned() -> None:
         "ModelNotFoundError",
         "RecipeError",
         "TensorsmithError",
+        "compress",
         "evaluate",
         "finetune",
         "generate",

@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tensorsmith.api.compression import compress
     from tensorsmith.api.finetuning import finetune
     from tensorsmith.api.listing import lineage, models, promote
     from tensorsmith.api.model import Model
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Model",
     "check_recipe",
+    "compress",
     "evaluate",
     "finetune",
     "generate",
@@ -50,6 +52,7 @@ _WHERE = {
     "validate": "recipes",
     "train": "training",
     "finetune": "finetuning",
+    "compress": "compression",
     "evaluate": "use",
     "generate": "use",
     "load": "use",
