@@ -59,6 +59,12 @@ class Compression:
             )
             if given
         ]
+        if self.prune is None and (self.structured or self.recover_epochs):
+            raise RecipeError("--structured and --recover-epochs go with --prune FRACTION")
+        if not self.onnx and not self.preprocessing:
+            raise RecipeError("--no-preprocessing goes with --onnx")
+        if self.recover_epochs < 0:
+            raise RecipeError(f"--recover-epochs must be 0 or more, got {self.recover_epochs}")
         if len(chosen) != 1:
             what = "none" if not chosen else " and ".join(chosen)
             raise RecipeError(
@@ -66,12 +72,6 @@ class Compression:
                 "int8|int8-weight|int4-weight, --prune FRACTION, --distill STUDENT.yaml, --onnx "
                 "(compress the child again for a second step)"
             )
-        if self.prune is None and (self.structured or self.recover_epochs):
-            raise RecipeError("--structured and --recover-epochs go with --prune FRACTION")
-        if not self.onnx and not self.preprocessing:
-            raise RecipeError("--no-preprocessing goes with --onnx")
-        if self.recover_epochs < 0:
-            raise RecipeError(f"--recover-epochs must be 0 or more, got {self.recover_epochs}")
         return chosen[0].lstrip("-")
 
 

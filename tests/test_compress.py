@@ -1,0 +1,122 @@
+"""The ``compress`` verb: one method at a time, a child version with its lineage, its report
+(compression.json, the card, the terminal) measured beside the parent, and the child used by
+evaluate, predict and serve unchanged. Each method's own tests are in test_compress_*.py."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import tiny
+from conftest import run_cli
+from rich.console import Console
+
+import tensorsmith
+
+GATE_USAGE = 2
+
+
+def _text_recipe(source: Path) -> dict[str, Any]:
+    return {
+        "name": "moods",
+        "task": "text-classification",
+        "data": {
+            "source": str(source),
+            "target": "y",
+            "max_length": 16,
+            "tokenizer": {"kind": "wordpiece", "vocab_size": 80},
+            "split": {"valid": 0.2, "test": 0.2, "seed": 0},
+        },
+        "model": {"arch": "transformer", "n_layer": 1, "n_head": 2, "n_embd": 16},
+        "train": {"epochs": 6, "batch_size": 8, "optimizer": {"lr": 0.01}},
+        "evaluate": {"plots": False, "metrics": ["accuracy", "f1_macro"]},
+    }
+
+
+@pytest.fixture(scope="module")
+def moods(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny trained text classifier: (its store, its data file)."""
+    folder = tmp_path_factory.mktemp("compress")
+    source = tiny.texts_csv(folder / "texts.csv", n=120)
+    store = folder / "store"
+    tensorsmith.train(_text_recipe(source), store=store, console=Console(file=io.StringIO()))
+    return store, source
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "compress does one thing at a time; given none"),
+        (["--quantize", "int8", "--onnx"], "given --quantize and --onnx"),
+        (["--structured"], "--structured and --recover-epochs go with --prune"),
+        (["--onnx", "--no-preprocessing", "--quantize", "int8"], "given --quantize and --onnx"),
+        (["--quantize", "int8", "--no-preprocessing"], "--no-preprocessing goes with --onnx"),
+        (["--prune", "0.5", "--recover-epochs", "-1"], "--recover-epochs must be 0 or more"),
+    ],
+)
+def test_one_method_at_a_time(moods: tuple[Path, Path], args: list[str], says: str) -> None:
+    store, _ = moods
+    code, out, err = run_cli("compress", "moods", *args, store=store)
+    assert code == GATE_USAGE, (out, err)
+    assert says in " ".join(err.split())
+    assert sorted(p.name for p in (store / "moods").iterdir() if p.name.isdigit()) == ["1"]
+
+
+def test_an_unknown_model_is_named(moods: tuple[Path, Path]) -> None:
+    store, _ = moods
+    code, _, err = run_cli("compress", "mods", "--quantize", "int8", store=store)
+    assert code == GATE_USAGE and "no model 'mods'" in err and "did you mean 'moods'" in err
+
+
+def test_a_damaged_version_is_not_compressed(moods: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    store, _ = moods
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    weights = copy / "moods" / "1" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    code, _, err = run_cli("compress", "moods", "--quantize", "int8", store=copy)
+    assert code == 1
+    assert "is damaged" in err and "model.safetensors" in err
+    assert sorted(p.name for p in (copy / "moods").iterdir() if p.name.isdigit()) == ["1"]
+
+
+def _child(store: Path, version: int) -> tuple[dict[str, Any], dict[str, Any], str]:
+    folder = store / "moods" / str(version)
+    config = json.loads((folder / "config.json").read_text())
+    report = json.loads((folder / "compression.json").read_text())
+    return config, report, (folder / "card.md").read_text()
+
+
+def test_a_child_version_with_its_report_and_lineage(moods: tuple[Path, Path]) -> None:
+    store, source = moods
+    code, out, err = run_cli("compress", "moods", "--prune", "0.5", store=store)
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "moods@2 against moods@1" in flat and "size on disk" in flat and "saved" in flat
+    version = int(flat.split("saved ")[1].split()[0].rstrip("/").split("/")[-1])
+    config, report, card = _child(store, version)
+    assert config["compression"]["format"] is None  # pruned: plain safetensors
+    assert report["parent"] == "moods@1" and report["machine"]
+    parent, child = report["parent_measured"], report["child_measured"]
+    for measured in (parent, child):
+        assert measured["split"] == "test" and set(measured["latency_ms"]) == {"1", "24"}
+        assert measured["peak_memory_bytes"] and measured["peak_memory_bytes"] > 0
+        assert 0.0 <= measured["metrics"]["f1_macro"] <= 1.0
+    assert child["nonzero_parameters"] < parent["nonzero_parameters"]
+    assert child["parameters"] == parent["parameters"]
+    assert "## Compression" in card and "Compressed from moods@1" in card
+    code, out, _ = run_cli("models", "moods", "--lineage", store=store)
+    assert code == 0 and out.split()[:3] == [f"moods@{version}", "└─", "moods@1"]
+    # the child predicts and evaluates through the same verbs, and its metrics are those stored
+    model = tensorsmith.load(f"moods@{version}", store=store)
+    frame = pd.read_csv(source)
+    predictions = model.predict(frame.head(5))
+    assert list(predictions.columns)[:1] == ["y_predicted"]
+    test = model.evaluate_splits()["test"]
+    assert test["f1_macro"] == pytest.approx(child["metrics"]["f1_macro"], abs=1e-9)
