@@ -80,14 +80,8 @@ def dynamic_int8(module: nn.Module) -> nn.Module:
 
     spec: dict[Any, Any] = {t: per_channel_dynamic_qconfig for t in DYNAMIC_TYPES}
     with quiet_quantization():
-        torch.backends.quantized.engine = _engine()
         quantized: nn.Module = quantize_dynamic(module.cpu().eval(), spec, dtype=torch.qint8)
     return quantized.eval()
-
-
-def _engine() -> str:
-    engines = torch.backends.quantized.supported_engines
-    return next(e for e in ("x86", "fbgemm", "qnnpack") if e in engines)
 
 
 def _quantized_modules(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
