@@ -37,7 +37,8 @@ def _quiet() -> Console:
 
 
 def _recipe(model: dict[str, Any], task: str = "classification") -> Recipe:
-    data = {"source": "x.csv"} if task.startswith("image") else {"source": "x.csv", "target": "y"}
+    labelled = task not in {"image-classification", "language-modeling"}
+    data = {"source": "x.csv", "target": "y"} if labelled else {"source": "x.csv"}
     return parse_recipe({"name": "t", "task": task, "data": data, "model": model})
 
 
@@ -110,33 +111,51 @@ def test_structured_cnn_equals_the_parent_with_removed_channels_masked() -> None
     torch.testing.assert_close(child(x), parent(x))
 
 
-def _transformer() -> tuple[Recipe, nn.Module, dict[str, Any]]:
+def _transformer(arch: str = "transformer") -> tuple[Recipe, nn.Module, dict[str, Any]]:
     dims = {"n_outputs": 3, "max_length": 12, "vocab_size": 50}
-    model = {"arch": "transformer", "n_layer": 2, "n_head": 4, "n_embd": 16, "dropout": 0.0}
-    recipe, parent = _built(model, dims, "text-classification")
+    model = {"arch": arch, "n_layer": 2, "n_head": 4, "n_embd": 16, "dropout": 0.0}
+    if arch == "gpt":
+        model["block_size"] = 12
+    task = "language-modeling" if arch == "gpt" else "text-classification"
+    recipe, parent = _built(model, dims, task)
     return recipe, parent, dims
 
 
-def test_structured_transformer_removes_heads_and_mlp_units_and_keeps_n_embd() -> None:
-    recipe, parent, dims = _transformer()
+@pytest.mark.parametrize("arch", ["transformer", "gpt"])
+def test_structured_transformer_removes_heads_and_mlp_units_and_keeps_n_embd(arch: str) -> None:
+    recipe, parent, dims = _transformer(arch)
     child, child_recipe, surgery = prune_structured(copy.deepcopy(parent), recipe, dims, 0.5)
     m = child_recipe.model
-    assert (m.n_embd, m.n_head, m.head_size, m.mlp_hidden) == (16, 2, 4, 32)
+    assert (m.n_embd, m.n_head, m.head_size, m.mlp_width) == (16, 2, 4, 32)
+    names = ("blocks", "proj", "mlp.0") if arch == "transformer" else ("h", "c_proj", "mlp.c_fc")
     reference = copy.deepcopy(parent)  # removed heads: the proj columns that read them zeroed
     with torch.no_grad():  # removed MLP units: the rows that write them zeroed (GELU(0) = 0)
-        for b, block in enumerate(reference.blocks):
-            heads, units = surgery.kept[f"blocks.{b}"]
+        for b, block in enumerate(reference.get_submodule(names[0])):
+            heads, units = surgery.kept[f"{names[0]}.{b}"]
+            proj, fc = block.attn.get_submodule(names[1]), block.get_submodule(names[2])
             for h in set(range(4)) - set(heads):
-                block.attn.proj.weight[:, h * 4 : (h + 1) * 4] = 0.0
+                proj.weight[:, h * 4 : (h + 1) * 4] = 0.0
             gone = sorted(set(range(64)) - set(units))
-            block.mlp[0].weight[gone] = 0.0
-            block.mlp[0].bias[gone] = 0.0
+            fc.weight[gone] = 0.0
+            fc.bias[gone] = 0.0
     x = torch.randint(0, 50, (5, 12))
-    mask = torch.arange(12)[None, :] < torch.tensor([12, 7, 3, 1, 9])[:, None]
-    torch.testing.assert_close(child(x, mask), reference(x, mask))
-    assert not torch.allclose(child(x, mask), parent(x, mask))  # something was removed
+    args: tuple[Any, ...] = (x,)
+    if arch == "transformer":
+        args = (x, torch.arange(12)[None, :] < torch.tensor([12, 7, 3, 1, 9])[:, None])
+    torch.testing.assert_close(child(*args), reference(*args))
+    assert not torch.allclose(child(*args), parent(*args))  # something was removed
     rebuilt = build_model(child_recipe.model, dims)  # the child's recipe builds the child
     rebuilt.load_state_dict(child.state_dict())
+
+
+def test_a_pruned_gpt_generates_with_its_kv_cache() -> None:
+    recipe, parent, dims = _transformer("gpt")
+    child, _r, _s = prune_structured(parent, recipe, dims, 0.5)
+    x = torch.randint(0, 50, (1, 6))
+    full = child(x)[:, -1]  # the last position's logits, without a cache
+    caches = child.new_kv_caches()
+    child(x[:, :-1], caches)
+    torch.testing.assert_close(child(x[:, -1:], caches)[:, -1], full)
 
 
 def test_a_child_recipe_stores_and_parses_again() -> None:
@@ -145,13 +164,14 @@ def test_a_child_recipe_stores_and_parses_again() -> None:
     from tensorsmith.recipe import recipe_to_yaml
 
     again = parse_recipe(yaml.safe_load(recipe_to_yaml(child_recipe)))
-    assert (again.model.n_head, again.model.head_size, again.model.mlp_hidden) == (1, 4, 16)
+    assert (again.model.n_head, again.model.head_size, again.model.mlp_width) == (1, 4, 16)
 
 
 @pytest.mark.parametrize(
     ("model", "task"),
     [
         ({"arch": "linear"}, "classification"),
+        ({"arch": "hf-encoder"}, "text-classification"),
         ({"arch": "rnn", "hidden_size": 4}, "text-classification"),
         ({"arch": "cnn", "channels": [4], "residual": True}, "image-classification"),
     ],
@@ -283,9 +303,7 @@ def _hooks(module: nn.Module) -> list[Any]:
 
 
 def test_recovery_of_a_step_counted_model_is_refused() -> None:
-    recipe = parse_recipe(
-        {"name": "g", "task": "language-modeling", "data": {"source": "x.txt"}, "model": {}}
-    )
+    recipe = parse_recipe({"name": "g", "task": "language-modeling", "data": {"source": "x.txt"}})
     from tensorsmith.compression.child import Child
 
     child = Child(nn.Linear(1, 1), recipe, {}, {"prune": {"kind": "unstructured"}})

@@ -37,6 +37,9 @@ class Surgery:
         self.slices.setdefault(name, []).append((dim, index))
 
 
+Surgeon = Callable[[Any, Any, float], Surgery]  # (module, its model spec, amount)
+
+
 def keep_count(n: int, amount: float) -> int:
     """Units kept of ``n`` when ``amount`` of them are removed: at least one."""
     return max(1, round(n * (1.0 - amount)))
@@ -116,41 +119,68 @@ def _cnn(module: Any, spec: Any, amount: float) -> Surgery:
 # ----------------------------------------------------------------------------- transformer
 
 
-def _heads(attn: Any, amount: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class _Names:
+    """Where an encoder or a GPT keeps its blocks and the layers of each."""
+
+    blocks: str
+    qkv: str  # the query, key and value projections of every head, in one Linear
+    proj: str  # the output projection that reads the heads
+    fc: str  # the MLP's first Linear (writes its units) …
+    out: str  # … and its second (reads them)
+
+
+ENCODER = _Names("blocks", "attn.qkv", "attn.proj", "mlp.0", "mlp.2")
+DECODER = _Names("h", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+def _heads(
+    qkv: nn.Linear, proj: nn.Linear, nh: int, amount: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(kept heads, the qkv rows they own, the proj columns that read them)."""
-    nh, hs = attn.n_head, attn.head_size
-    inner = nh * hs
-    proj = attn.proj.weight.detach().view(-1, nh, hs)  # (C, nh, hs)
-    value = attn.qkv.weight.detach()[2 * inner :].view(nh, hs, -1)  # (nh, hs, C)
-    scores = proj.transpose(0, 1).flatten(1).norm(dim=1) * value.flatten(1).norm(dim=1)
-    heads = _top(scores, amount)
+    inner = proj.weight.shape[1]
+    hs = inner // nh
+    value = qkv.weight.detach()[2 * inner :].view(nh, hs, -1)  # (nh, hs, C)
+    reads = proj.weight.detach().view(-1, nh, hs).transpose(0, 1)  # (nh, C, hs)
+    heads = _top(reads.flatten(1).norm(dim=1) * value.flatten(1).norm(dim=1), amount)
     cols = (heads[:, None] * hs + torch.arange(hs)).flatten()  # (kept · hs,)
     rows = torch.cat([cols + part * inner for part in range(3)])  # q, k and v of each kept head
     return heads, rows, cols
 
 
-def _transformer(module: Any, spec: Any, amount: float) -> Surgery:
+def _attention(names: _Names) -> Surgeon:
     """Each block keeps the heads and the MLP units with the largest norms (n_embd stays)."""
-    blocks = list(module.blocks)
-    surgery = Surgery({"head_size": blocks[0].attn.head_size})
-    for b, block in enumerate(blocks):
-        p = f"blocks.{b}"
-        heads, rows, cols = _heads(block.attn, amount)
-        surgery.cut(f"{p}.attn.qkv.weight", 0, rows)
-        surgery.cut(f"{p}.attn.qkv.bias", 0, rows)
-        surgery.cut(f"{p}.attn.proj.weight", 1, cols)
-        fc, out = block.mlp[0], block.mlp[2]
-        units = _top(_rows(fc.weight) * _cols(out.weight), amount)
-        surgery.cut(f"{p}.mlp.0.weight", 0, units)
-        surgery.cut(f"{p}.mlp.0.bias", 0, units)
-        surgery.cut(f"{p}.mlp.2.weight", 1, units)
-        surgery.kept[f"blocks.{b}"] = [heads.tolist(), units.tolist()]
-        surgery.sizes.update(n_head=int(heads.numel()), mlp_hidden=int(units.numel()))
-    return surgery
+
+    def surgeon(module: Any, spec: Any, amount: float) -> Surgery:
+        blocks = list(module.get_submodule(names.blocks))
+        hs = blocks[0].attn.head_size
+        surgery = Surgery({"head_size": hs})
+        for b, block in enumerate(blocks):
+            p = f"{names.blocks}.{b}"
+            qkv, proj = block.get_submodule(names.qkv), block.get_submodule(names.proj)
+            heads, rows, cols = _heads(qkv, proj, block.attn.n_head, amount)
+            fc, out = block.get_submodule(names.fc), block.get_submodule(names.out)
+            units = _top(_rows(fc.weight) * _cols(out.weight), amount)
+            for layer, dim, index in [
+                (names.qkv, 0, rows), (names.proj, 1, cols), (names.fc, 0, units),
+                (names.out, 1, units),
+            ]:  # fmt: skip
+                surgery.cut(f"{p}.{layer}.weight", dim, index)
+                if dim == 0:
+                    surgery.cut(f"{p}.{layer}.bias", 0, index)
+            surgery.kept[f"{names.blocks}.{b}"] = [heads.tolist(), units.tolist()]
+            surgery.sizes.update(n_head=int(heads.numel()), mlp_width=int(units.numel()))
+        return surgery
+
+    return surgeon
 
 
-Surgeon = Callable[[Any, Any, float], Surgery]  # (module, its model spec, amount)
-STRUCTURED: dict[str, Surgeon] = {"mlp": _mlp, "cnn": _cnn, "transformer": _transformer}
+STRUCTURED: dict[str, Surgeon] = {
+    "mlp": _mlp,
+    "cnn": _cnn,
+    "transformer": _attention(ENCODER),
+    "gpt": _attention(DECODER),
+}
 
 
 def prune_structured(

@@ -8,7 +8,7 @@ put in front of it, or by the mean over real positions, and an MLP head maps it 
 
 Shapes: B batch, T time (sequence), C = n_embd channels, nh heads, hs = C // nh head size
 (or ``head_size``), A = nh · hs attention width, F features, K outputs. ``head_size`` and
-``mlp_hidden`` are set by structured pruning, which removes heads and MLP units but keeps C.
+``mlp_width`` are set by structured pruning, which removes heads and MLP units but keeps C.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Block(nn.Module):
         self,
         n_embd: int,
         n_head: int,
-        mlp_hidden: int,
+        mlp_width: int,
         dropout: float,
         bias: bool,
         head_size: int | None = None,
@@ -77,9 +77,9 @@ class Block(nn.Module):
         self.attn = SelfAttention(n_embd, n_head, dropout, bias, head_size)
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = nn.Sequential(
-            nn.Linear(n_embd, mlp_hidden, bias=bias),
+            nn.Linear(n_embd, mlp_width, bias=bias),
             nn.GELU(),
-            nn.Linear(mlp_hidden, n_embd, bias=bias),
+            nn.Linear(mlp_width, n_embd, bias=bias),
             nn.Dropout(dropout),
         )
 
@@ -105,7 +105,7 @@ class Encoder(nn.Module):
         vocab_size: int | None = None,
         n_features: int | None = None,
         head_size: int | None = None,
-        mlp_hidden: int | None = None,
+        mlp_width: int | None = None,
     ) -> None:
         super().__init__()
         if vocab_size is None and n_features is None:
@@ -127,7 +127,7 @@ class Encoder(nn.Module):
             self.register_buffer("table", sinusoidal_positions(length, n_embd), persistent=False)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(n_embd, n_head, mlp_hidden or mlp_ratio * n_embd, dropout, bias, head_size)
+            Block(n_embd, n_head, mlp_width or mlp_ratio * n_embd, dropout, bias, head_size)
             for _ in range(n_layer)
         )
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
@@ -160,7 +160,7 @@ class Encoder(nn.Module):
             dims.get("vocab_size"),
             dims.get("n_features"),
             spec.head_size,
-            spec.mlp_hidden,
+            spec.mlp_width,
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
