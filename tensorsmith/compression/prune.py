@@ -105,7 +105,7 @@ def prune(parent: Predictor, amount: float, structured: bool) -> Child:
     recipe: Recipe = parent.recipe
     if structured:
         module, recipe, surgery = prune_structured(module, parent.recipe, dims, amount)
-        details: dict[str, Any] = {"sizes": surgery.sizes, "kept": surgery.kept}
+        details: dict[str, Any] = {"sizes": surgery.sizes}
     else:
         module, details = _unstructured(module, amount)
     method = {
