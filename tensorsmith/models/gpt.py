@@ -4,8 +4,9 @@ Follows nanoGPT's ``model.py``: token + learned position embeddings, pre-LayerNo
 causal self-attention (through ``F.scaled_dot_product_attention``) and a 4x GELU MLP, a final
 LayerNorm and a language-model head tied to the token embedding.
 
-Shapes: B batch, T time (sequence), C = n_embd channels, nh heads, hs = C // nh head size,
-V vocabulary.
+Shapes: B batch, T time (sequence), C = n_embd channels, nh heads, hs = C // nh head size
+(or ``head_size``), A = nh · hs attention width, V vocabulary. ``head_size`` and ``mlp_width``
+are set by structured pruning, which removes heads and MLP units but keeps C.
 
 Generation (:meth:`GPT.generate_tokens`) yields token ids one at a time and keeps a key/value
 cache per layer, so each new token costs one position instead of the whole context.
@@ -35,9 +36,15 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2 has them)
     tie_weights: bool = True  # lm_head.weight is wte.weight
+    head_size: int | None = None  # set by structured pruning; None: n_embd // n_head
+    mlp_width: int | None = None  # set by structured pruning; None: 4 * n_embd
+
+    @property
+    def hs(self) -> int:
+        return self.head_size or self.n_embd // self.n_head
 
     def __post_init__(self) -> None:
-        if self.n_embd % self.n_head != 0:
+        if self.head_size is None and self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                 "the head size is n_embd // n_head, so choose n_embd as a multiple of n_head"
@@ -73,17 +80,18 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
-        self.n_embd = config.n_embd
+        self.head_size = config.hs
+        self.inner = config.n_head * config.hs  # A: n_embd unless heads were pruned
         self.dropout = config.dropout
         # query, key and value projections for all heads in one matmul
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.n_embd, 3 * self.inner, bias=config.bias)
+        self.c_proj = nn.Linear(self.inner, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        B, T, C = x.size()
-        hs = C // self.n_head
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
+        B, T, _ = x.size()
+        hs = self.head_size
+        q, k, v = self.c_attn(x).split(self.inner, dim=2)  # 3 x (B, T, A)
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -97,30 +105,31 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.inner)  # re-assemble heads: (B, T, A)
         return self.resid_dropout(self.c_proj(y))
 
     def step(self, x: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
         """One new position of B independent sequences: x (B, 1, C), ``caches[b]`` the cache of
         sequence b (lengths may differ). Projections run batched; attention per sequence."""
-        B, _, C = x.size()
-        hs = C // self.n_head
+        B = x.size(0)
+        hs = self.head_size
         qkv = self.c_attn(x).view(B, 1, 3, self.n_head, hs)  # (B, 1, 3, nh, hs)
         q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # 3 x (B, nh, 1, hs)
         ys = []
         for b, cache in enumerate(caches):
             kb, vb = cache.append(k[b : b + 1], v[b : b + 1])  # (1, nh, t, hs)
             ys.append(F.scaled_dot_product_attention(q[b : b + 1], kb, vb))  # (1, nh, 1, hs)
-        y = torch.cat(ys).transpose(1, 2).reshape(B, 1, C)  # (B, 1, C)
+        y = torch.cat(ys).transpose(1, 2).reshape(B, 1, self.inner)  # (B, 1, A)
         return self.c_proj(y)
 
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        hidden = config.mlp_width or 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
         self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,6 +182,8 @@ class GPT(nn.Module):
                 dropout=spec.dropout,
                 bias=spec.bias,
                 tie_weights=spec.tie_weights,
+                head_size=spec.head_size,
+                mlp_width=spec.mlp_width,
             )
         )
 
@@ -224,7 +235,7 @@ class GPT(nn.Module):
         """
         cfg = self.config
         N = self.num_parameters(non_embedding=True)
-        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
+        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.hs, cfg.block_size
         return 6 * N + 12 * L * H * Q * T
 
     def optim_groups(self, weight_decay: float) -> list[dict[str, object]]:

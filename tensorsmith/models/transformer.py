@@ -6,8 +6,9 @@ self-attention (``F.scaled_dot_product_attention`` with a boolean padding mask: 
 attends to a padded key) and a GELU MLP follow; the sequence is pooled by a learned CLS vector
 put in front of it, or by the mean over real positions, and an MLP head maps it to the outputs.
 
-Shapes: B batch, T time (sequence), C = n_embd channels, nh heads, hs = C // nh head size,
-F features, K outputs.
+Shapes: B batch, T time (sequence), C = n_embd channels, nh heads, hs = C // nh head size
+(or ``head_size``), A = nh · hs attention width, F features, K outputs. ``head_size`` and
+``mlp_width`` are set by structured pruning, which removes heads and MLP units but keeps C.
 """
 
 from __future__ import annotations
@@ -37,35 +38,48 @@ def sinusoidal_positions(length: int, channels: int) -> torch.Tensor:
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool) -> None:
+    def __init__(
+        self, n_embd: int, n_head: int, dropout: float, bias: bool, head_size: int | None = None
+    ) -> None:
         super().__init__()
         self.n_head = n_head
-        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
-        self.proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.head_size = head_size or n_embd // n_head
+        inner = n_head * self.head_size  # A: the attention width (n_embd unless heads were pruned)
+        self.qkv = nn.Linear(n_embd, 3 * inner, bias=bias)
+        self.proj = nn.Linear(inner, n_embd, bias=bias)
         self.dropout = dropout
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """x (B, T, C); keys (B, 1, 1, T) True where a key may be attended."""
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # 3 × (B, T, C)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        B, T, _ = x.shape
+        nh, hs = self.n_head, self.head_size
+        q, k, v = self.qkv(x).split(nh * hs, dim=2)  # 3 × (B, T, A)
+        q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=keys, dropout_p=self.dropout if self.training else 0.0
         )  # (B, nh, T, hs)
-        return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+        return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, nh * hs)))
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, mlp_ratio: int, dropout: float, bias: bool):
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        mlp_width: int,
+        dropout: float,
+        bias: bool,
+        head_size: int | None = None,
+    ):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
-        self.attn = SelfAttention(n_embd, n_head, dropout, bias)
+        self.attn = SelfAttention(n_embd, n_head, dropout, bias, head_size)
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = nn.Sequential(
-            nn.Linear(n_embd, mlp_ratio * n_embd, bias=bias),
+            nn.Linear(n_embd, mlp_width, bias=bias),
             nn.GELU(),
-            nn.Linear(mlp_ratio * n_embd, n_embd, bias=bias),
+            nn.Linear(mlp_width, n_embd, bias=bias),
             nn.Dropout(dropout),
         )
 
@@ -90,6 +104,8 @@ class Encoder(nn.Module):
         head: list[int] | None = None,
         vocab_size: int | None = None,
         n_features: int | None = None,
+        head_size: int | None = None,
+        mlp_width: int | None = None,
     ) -> None:
         super().__init__()
         if vocab_size is None and n_features is None:
@@ -111,7 +127,8 @@ class Encoder(nn.Module):
             self.register_buffer("table", sinusoidal_positions(length, n_embd), persistent=False)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(n_embd, n_head, mlp_ratio, dropout, bias) for _ in range(n_layer)
+            Block(n_embd, n_head, mlp_width or mlp_ratio * n_embd, dropout, bias, head_size)
+            for _ in range(n_layer)
         )
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
         self.head = mlp_head(n_embd, head or [], n_outputs, 0.0, nn.GELU)
@@ -142,6 +159,8 @@ class Encoder(nn.Module):
             list(spec.head),
             dims.get("vocab_size"),
             dims.get("n_features"),
+            spec.head_size,
+            spec.mlp_width,
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -69,10 +69,14 @@ class GPTSpec(ModelSpec):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     bias: bool = True
     tie_weights: bool = True
+    # set by structured pruning (heads or MLP units removed, n_embd kept); None: n_embd // n_head
+    # and 4 * n_embd
+    head_size: int | None = Field(default=None, ge=1)
+    mlp_width: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _heads(self) -> GPTSpec:
-        if self.n_embd % self.n_head:
+        if self.head_size is None and self.n_embd % self.n_head:
             raise ValueError(
                 f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
             )
@@ -164,6 +168,10 @@ class TransformerSpec(ModelSpec):
     n_head: int = Field(default=4, ge=1)
     n_embd: int = Field(default=64, ge=1)
     mlp_ratio: int = Field(default=4, ge=1)
+    # set by structured pruning (heads or MLP units removed, n_embd kept); None: n_embd // n_head
+    # and mlp_ratio * n_embd
+    head_size: int | None = Field(default=None, ge=1)
+    mlp_width: int | None = Field(default=None, ge=1)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     positions: Literal["learned", "sinusoidal"] = "learned"
     pooling: Literal["cls", "mean"] = "mean"
@@ -177,7 +185,7 @@ class TransformerSpec(ModelSpec):
 
     @model_validator(mode="after")
     def _heads(self) -> TransformerSpec:
-        if self.n_embd % self.n_head:
+        if self.head_size is None and self.n_embd % self.n_head:
             raise ValueError(
                 f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
             )

@@ -1,0 +1,209 @@
+"""Pruning: magnitude pruning of weights (unstructured) or of whole units (structured), and an
+optional recovery fine-tune through the one trainer.
+
+Unstructured pruning zeroes the globally smallest ``amount`` of the weights of every Linear,
+convolution and recurrent layer (``torch.nn.utils.prune``, L1 magnitude, made permanent): the
+model keeps its shapes and stores as plain safetensors, with zeros. Structured pruning
+(``prune_structured``) removes hidden units, channels, attention heads and MLP units, so the
+child is a smaller model of the same architecture. A recovery fine-tune trains the child for a
+few epochs on the parent's data with the parent's fitted preprocessing; the zeros of an
+unstructured child stay zero (its masks are applied while it trains).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from tensorsmith.compression.child import Child
+from tensorsmith.compression.prune_structured import prune_structured
+from tensorsmith.errors import RecipeError
+from tensorsmith.evaluation.evaluate import Evaluator
+from tensorsmith.evaluation.metrics import monitor_mode
+from tensorsmith.recipe import Recipe
+from tensorsmith.tasks import Prepared, Task, create_task
+from tensorsmith.tasks.predictor import Predictor
+from tensorsmith.training.run import train_module
+
+__all__ = ["nonzero_parameters", "prunable_weights", "prune", "recover"]
+
+Target = tuple[nn.Module, str]
+
+
+def _check_amount(amount: float) -> None:
+    if not 0.0 < amount < 1.0:
+        raise RecipeError(
+            f"--prune {amount} is outside (0, 1): give the fraction of weights (or, with "
+            "--structured, of units) to remove, e.g. --prune 0.5"
+        )
+
+
+def prunable_weights(module: nn.Module) -> list[Target]:
+    """The weights of every Linear, convolution and LSTM/GRU/RNN layer, each once; a weight
+    shared with an embedding (a GPT's tied language-model head) is left alone."""
+    embedded = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+    seen: set[int] = set()
+    targets: list[Target] = []
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd):
+            names = ["weight"]
+        elif isinstance(m, nn.RNNBase):
+            names = [n for n in m._flat_weights_names if n.startswith("weight")]
+        else:
+            continue
+        for name in names:
+            p = getattr(m, name)
+            if isinstance(p, nn.Parameter) and id(p) not in embedded | seen:
+                seen.add(id(p))
+                targets.append((m, name))
+    return targets
+
+
+def nonzero_parameters(module: nn.Module) -> int:
+    """Parameters that are not exactly zero (a tied tensor counted once)."""
+    return sum(int(torch.count_nonzero(p.detach())) for p in module.parameters())
+
+
+def _parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _unstructured(module: nn.Module, amount: float) -> tuple[nn.Module, dict[str, Any]]:
+    targets = prunable_weights(module)
+    if not targets:
+        raise RecipeError(
+            "this model has no Linear, convolution or recurrent weights to prune (a quantized "
+            "or exported version?); prune the uncompressed version it came from"
+        )
+    torch_prune.global_unstructured(
+        targets, pruning_method=torch_prune.L1Unstructured, amount=amount
+    )
+    for m, name in targets:
+        torch_prune.remove(m, name)  # permanent: the weight holds the zeros, no mask is left
+    pruned = sum(getattr(m, name).numel() for m, name in targets)
+    return module, {"prunable_weights": pruned}
+
+
+def prune(parent: Predictor, amount: float, structured: bool) -> Child:
+    """The parent with ``amount`` of its weights zeroed (unstructured: same shapes, zeros) or of
+    its hidden units, channels, heads and MLP units removed (structured: a smaller model)."""
+    _check_amount(amount)
+    if (parent.config.get("compression") or {}).get("format"):
+        raise RecipeError(
+            f"{parent.name} is stored in the {parent.config['compression']['format']} format; "
+            "prune the uncompressed version it came from"
+        )
+    module = copy.deepcopy(parent.module).cpu().eval()
+    dims = dict(parent.config.get("dims", {}))
+    before = _parameters(module)
+    recipe: Recipe = parent.recipe
+    if structured:
+        module, recipe, surgery = prune_structured(module, parent.recipe, dims, amount)
+        details: dict[str, Any] = {"sizes": surgery.sizes}
+    else:
+        module, details = _unstructured(module, amount)
+    method = {
+        "prune": {
+            "amount": amount,
+            "kind": "structured" if structured else "unstructured",
+            "parameters_before": before,
+            "parameters": _parameters(module),
+            "nonzero_parameters": nonzero_parameters(module),
+            **details,
+        }
+    }
+    notes = [_note(method["prune"], parent.recipe.model.arch)]
+    return Child(module.eval(), recipe, dims, method, None, notes)
+
+
+def _note(m: dict[str, Any], arch: str) -> str:
+    if m["kind"] == "structured":
+        sizes = ", ".join(f"{k} {v}" for k, v in m["sizes"].items())
+        return (
+            f"structured pruning removed {m['amount']:.0%} of the {arch}'s units ({sizes}): "
+            f"{m['parameters_before']:,} → {m['parameters']:,} parameters"
+        )
+    return (
+        f"unstructured pruning zeroed {m['amount']:.0%} of {m['prunable_weights']:,} weights: "
+        f"{m['nonzero_parameters']:,} of {m['parameters']:,} parameters are non-zero"
+    )
+
+
+# ----------------------------------------------------------------------------- recovery
+
+
+def _recovery_recipe(recipe: Recipe, epochs: int) -> Recipe:
+    if epochs < 1:
+        raise RecipeError(f"--recover-epochs must be at least 1, got {epochs}")
+    if "epochs" not in type(recipe.train).model_fields:
+        raise RecipeError(
+            f"a {recipe.task} model trains for a number of steps, not epochs; recover it with "
+            "`tensorsmith finetune` on the pruned version instead of --recover-epochs"
+        )
+    train = recipe.train.model_copy(update={"epochs": epochs})
+    return recipe.model_copy(update={"train": train})
+
+
+def _evaluator(task: Task, prepared: Prepared) -> Evaluator:
+    """The in-loop evaluation the ``train`` verb uses: the loss and the watched metrics."""
+    es = task.recipe.train.early_stopping
+    monitor = es.monitor if es is not None and "valid" in prepared.splits else None
+    return Evaluator(task, prepared.splits, task.recipe.evaluate.metrics, monitor)
+
+
+def _masks(module: nn.Module) -> list[Target]:
+    """Re-apply an unstructured child's zeros as masks, so that training keeps them zero."""
+    targets = prunable_weights(module)
+    for m, name in targets:
+        torch_prune.custom_from_mask(m, name, getattr(m, name).detach() != 0)
+    return targets
+
+
+def recover(parent: Predictor, child: Child, epochs: int, console: Console, cache: Path) -> Child:
+    """``child`` fine-tuned for ``epochs`` on the parent's training data, read with the parent's
+    fitted preprocessing or tokenizer, through the one trainer; zeros stay zero."""
+    recipe = _recovery_recipe(child.recipe, epochs)
+    task = create_task(recipe)
+    task.inherit(parent.task)
+    prepared = task.prepare(cache, console)
+    evaluator = _evaluator(task, prepared)
+    module = copy.deepcopy(child.module).train()
+    unstructured = child.method.get("prune", {}).get("kind") == "unstructured"
+    targets = _masks(module) if unstructured else []
+    es = recipe.train.early_stopping
+    mode: str | None = None
+    if es is not None and "valid" in prepared.splits:
+        mode = es.mode if es.mode != "auto" else None
+        mode = mode or monitor_mode(es.monitor, task.metric_names, "monitor")
+    trained = train_module(
+        task,
+        prepared,
+        evaluator.in_loop if evaluator.has_valid else None,
+        console,
+        cache,
+        monitor_mode=mode,
+        adapt=lambda _fresh: (module, None),
+    )
+    for m, name in targets:
+        torch_prune.remove(m, name)
+    method = copy.deepcopy(child.method)
+    method.setdefault("prune", {}).update(
+        recover_epochs=epochs, nonzero_parameters=nonzero_parameters(trained.module)
+    )
+    note = f"recovered for {trained.fit.epochs} epochs on {recipe.name}'s training data"
+    return Child(
+        trained.module.eval(),
+        child.recipe,
+        child.dims,
+        method,
+        child.format,
+        [*child.notes, *prepared.notes, note],
+        trained.fit.history,
+        trained.record,
+    )
