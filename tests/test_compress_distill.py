@@ -250,3 +250,42 @@ def test_a_language_model_student_must_fit_the_teachers_windows_and_tokenizer() 
         RecipeError, match=re.escape("data.tokenizer.vocab_size is 500, the teacher's is 300")
     ):
         check_student(parent, _lm(32, vocab_size=500))  # type: ignore[arg-type]
+
+
+POEMS = Path(__file__).parent / "data" / "shakespeare"
+
+
+def _poems(folder: Path, name: str, n_embd: int, block_size: int, steps: int) -> Any:
+    return parse_recipe(
+        {
+            "name": name,
+            "task": "language-modeling",
+            "data": {"source": str(POEMS / "*.txt"), "tokenizer": {"kind": "char"}},
+            "model": {
+                "arch": "gpt", "n_layer": 1, "n_head": 2, "n_embd": n_embd,
+                "block_size": block_size, "dropout": 0.0,
+            },
+            "train": {"max_steps": steps, "batch_size": 8, "eval_every": steps, "eval_batches": 2},
+            "evaluate": {"samples": 0, "plots": False},
+        },
+        base_dir=folder,
+    )  # fmt: skip
+
+
+def test_a_language_model_distils_on_the_teachers_corpus(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    tensorsmith.train(_poems(tmp_path, "poems", 32, 32, 60), store=store, console=_quiet())
+    parent = Predictor.load(resolve("poems", store))
+    student = _poems(tmp_path, "poems-student", 8, 16, 30)
+    child = distill(parent, student, _quiet(), tmp_path / "cache", temperature=1.0, alpha=1.0)
+    task = create_task(child.recipe)
+    task.inherit(parent.task)
+    prepared = task.prepare(tmp_path / "cache", _quiet())
+    assert child.dims == prepared.dims == {"vocab_size": parent.task.tokenizer.vocab_size}
+    torch.manual_seed(student.train.seed)
+    start = build_model(child.recipe.model, prepared.dims).eval()
+    valid = prepared.splits["valid"]
+    before = _mean_kl(task, start, parent.module, valid)
+    after = _mean_kl(task, child.module.eval(), parent.module, valid)
+    assert after < before, (before, after)
+    assert child.recipe.name == "poems" and child.recipe.model.n_embd == 8  # type: ignore[union-attr]
