@@ -101,9 +101,20 @@ def test_a_language_model_is_matched_token_by_token() -> None:
     torch.testing.assert_close(soft_loss(s, t, 2.0), 4 * torch.stack(per_token).mean())
 
 
-def test_one_output_is_matched_by_squared_error() -> None:
+def test_one_output_or_values_are_matched_by_squared_error() -> None:
     s, t = torch.tensor([[0.5], [2.0], [-1.0]]), torch.tensor([[1.0], [0.0], [-1.0]])
     torch.testing.assert_close(soft_loss(s, t, 3.0), torch.tensor((0.25 + 4.0 + 0.0) / 3))
+    s, t = torch.randn(4, 3), torch.randn(4, 3)  # a forecast of 3 steps: values, not logits
+    torch.testing.assert_close(soft_loss(s, t, 3.0, logits=False), F.mse_loss(s, t))
+
+
+def test_classes_and_tokens_are_logits_numbers_are_values(
+    teacher: tuple[Predictor, Path],
+) -> None:
+    parent, source = teacher
+    assert parent.task.scores_are_logits is True
+    assert create_task(_student(source, task="text-regression")).scores_are_logits is False
+    assert create_task(_lm(16)).scores_are_logits is True
 
 
 def test_gradients_reach_the_student_only() -> None:

@@ -34,11 +34,14 @@ from tensorsmith.training.run import train_module
 __all__ = ["check_student", "distill", "distillation_loss", "soft_loss"]
 
 
-def soft_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The soft-target term: T²·KL(teacher ‖ student) at temperature T over the last axis,
-    averaged over rows (tokens of a language model); for one output, the MSE between them."""
+def soft_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, logits: bool = True
+) -> torch.Tensor:
+    """The soft-target term: for ``logits``, T²·KL(teacher ‖ student) at temperature T over the
+    last axis, averaged over rows (tokens of a language model); for values (a regression) or a
+    single logit (binary), the mean squared difference between them."""
     s, t = student.float(), teacher.float()
-    if s.dim() == 1 or s.shape[-1] == 1:
+    if not logits or s.dim() == 1 or s.shape[-1] == 1:
         return F.mse_loss(s.reshape(-1), t.reshape(-1))
     k = s.shape[-1]
     log_s = F.log_softmax(s.reshape(-1, k) / temperature, dim=-1)
@@ -59,10 +62,11 @@ class _Given(nn.Module):
 
 
 def distillation_loss(
-    task_loss: LossOf, teacher: nn.Module, temperature: float, alpha: float
+    task_loss: LossOf, teacher: nn.Module, temperature: float, alpha: float, logits: bool = True
 ) -> LossOf:
     """``loss_of(student, batch)``: ``alpha`` of the soft-target term, ``1 − alpha`` of the
-    task's own loss. A batch is ``(*inputs, target)``: every task's model reads ``batch[:-1]``."""
+    task's own loss. A batch is ``(*inputs, target)``: every task's model reads ``batch[:-1]``.
+    ``logits``: the outputs are logits (``Task.scores_are_logits``), else values."""
     teacher.eval()
 
     def loss_of(module: nn.Module, batch: Batch) -> torch.Tensor:
@@ -71,7 +75,7 @@ def distillation_loss(
         _follow(teacher, inputs[0].device)
         with torch.no_grad():
             target = teacher(*inputs)
-        loss = alpha * soft_loss(scores, target, temperature)
+        loss = alpha * soft_loss(scores, target, temperature, logits)
         if alpha < 1:
             loss = loss + (1 - alpha) * task_loss(_Given(scores), batch)
         return loss
@@ -231,7 +235,8 @@ def distill(
     prepared = task.prepare(cache, console)
     _check_prepared(teacher, task, prepared)
     evaluator, mode = _evaluator(task, prepared)
-    loss = distillation_loss(task.loss(), teacher.module, temperature, alpha)
+    logits = task.scores_are_logits
+    loss = distillation_loss(task.loss(), teacher.module, temperature, alpha, logits)
     in_loop = evaluator.in_loop if evaluator.has_valid else None
     trained = train_module(task, prepared, in_loop, console, cache, monitor_mode=mode, loss=loss)
     teacher.module.cpu()
