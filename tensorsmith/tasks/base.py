@@ -163,6 +163,13 @@ class Task(ABC):
         """Class names, for reports (None when the task has no classes)."""
         return None
 
+    @property
+    def scores_are_logits(self) -> bool:
+        """Whether the model's outputs are logits of a distribution (over classes, or tokens),
+        rather than values: a distillation matches logits by KL at a temperature, values by
+        squared error. Read on a fitted task (after ``prepare`` or ``from_state``)."""
+        return self.labels is not None
+
     @classmethod
     def from_checkpoint(cls, recipe: Recipe, folder: Path) -> Task:
         """A task fitted by a Hugging Face checkpoint folder (its tokenizer), for a fine-tune."""

@@ -99,6 +99,10 @@ class LanguageModelingTask(Task):
         return cls(recipe, TextTokenizer.load(folder / "tokenizer.json"))
 
     @property
+    def scores_are_logits(self) -> bool:
+        return True  # (B, T, V) next-token logits
+
+    @property
     def eval_limit(self) -> int | None:
         return self.train_spec.eval_batches
 
