@@ -29,3 +29,5 @@ class WeightsFormat(Protocol):
 
 
 FORMATS: Registry[WeightsFormat] = Registry("weights format", "config.json compression.format")
+
+FORMATS.register_lazy("onnx", "tensorsmith.models.onnx_runtime:ONNX")
