@@ -36,6 +36,7 @@ from tensorsmith.tasks.predictor import Predictor
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 WINDSOR = EXAMPLES / "windsor_housing" / "windsor_housing.csv"
 TOL = 1e-4
+QUIET = Console(file=io.StringIO())
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -81,6 +82,11 @@ def table_feeds(sess: ort.InferenceSession, frame: pd.DataFrame) -> dict[str, np
 def sizes(n: int) -> list[slice]:
     """A batch of 1 and of 64 rows (fewer when there are fewer)."""
     return [slice(0, 1), slice(1, 1 + min(64, n - 1))]
+
+
+def with_module(parent: Predictor, child: Any) -> Predictor:
+    """The parent's task and recipe predicting with the child's module (ONNX Runtime)."""
+    return Predictor(parent.path, parent.recipe, parent.task, child.module, parent.config)
 
 
 def stored_child(parent: Predictor, child: Any, folder: Path) -> Predictor:
@@ -224,7 +230,8 @@ def test_digits_cnn_normalises_pixels_inside_the_graph(store: Path) -> None:
         store, EXAMPLES / "digits_cnn" / "recipe.yaml", None,
         train__epochs=1, model__channels=[8, 16], data__workers=0,
     )  # fmt: skip
-    sess = session(export_onnx(parent))
+    child = export_onnx(parent)
+    sess = session(child)
     paths = sorted((EXAMPLES / "digits_cnn" / "images").glob("*/*.png"))[::25]
     task = parent.task
     pixels = np.stack([load_image(str(p), task.size, task.channels_).numpy() for p in paths])
@@ -233,6 +240,8 @@ def test_digits_cnn_normalises_pixels_inside_the_graph(store: Path) -> None:
         out = run(sess, {"pixels": pixels[rows]})
         assert np.abs(out["probabilities"] - parent.predict_proba(records)).max() < TOL
         assert list(out["label"]) == list(parent.predict(records)["label_predicted"])
+        through_task = with_module(parent, child).predict_proba(records)
+        assert np.abs(through_task - out["probabilities"]).max() < TOL
 
 
 def test_genre_transformer_takes_token_ids(store: Path) -> None:
@@ -243,7 +252,8 @@ def test_genre_transformer_takes_token_ids(store: Path) -> None:
         store, recipe, few, train__epochs=1, data__max_length=48,
         data__tokenizer={"kind": "wordpiece", "vocab_size": 300, "lowercase": True},
     )  # fmt: skip
-    sess = session(export_onnx(parent))
+    child = export_onnx(parent)
+    sess = session(child)
     df = pd.read_csv(few)
     df.loc[df.index[1], "text"] = "a short one"  # padding: the mask matters
     for rows in sizes(len(df)):
@@ -254,13 +264,16 @@ def test_genre_transformer_takes_token_ids(store: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # texts longer than max_length are truncated
             expected = parent.predict_proba(part)
+            through_task = with_module(parent, child).predict_proba(part)
         assert np.abs(out["probabilities"] - expected).max() < TOL
+        assert np.abs(through_task - expected).max() < TOL
 
 
 def test_sunspots_lstm_forecasts_in_the_series_units(store: Path) -> None:
     parent = train_example(store, EXAMPLES / "sunspots_lstm" / "recipe.yaml", None,
                            train__epochs=2)  # fmt: skip
-    sess = session(export_onnx(parent))
+    child = export_onnx(parent)
+    sess = session(child)
     df = pd.read_csv(EXAMPLES / "sunspots_lstm" / "sunspots.csv")
     lookback = parent.task.data_spec.lookback
     values = df[parent.task.columns_].to_numpy(np.float32)
@@ -269,6 +282,8 @@ def test_sunspots_lstm_forecasts_in_the_series_units(store: Path) -> None:
     for rows in sizes(len(windows)):
         out = run(sess, {"values": windows[rows]})
         np.testing.assert_allclose(out["prediction"][:, 0], expected[rows], rtol=TOL, atol=TOL)
+    through_task = with_module(parent, child).predict(df)["sunspots_forecast_1"].to_numpy()
+    np.testing.assert_allclose(through_task[lookback - 1 :], expected, rtol=TOL, atol=TOL)
 
 
 # ------------------------------------------------------------------------ without preprocessing
@@ -314,6 +329,19 @@ def test_the_version_saved_and_loaded_predicts_like_its_parent(
     np.testing.assert_allclose(out["prediction"], windsor.predict(df.head(5)).iloc[:, 0], rtol=TOL)
     with pytest.raises(RecipeError, match="already an ONNX export"):
         export_onnx(loaded)
+
+
+def test_evaluate_runs_unchanged_on_the_stored_version(windsor: Predictor, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    stored_child(windsor, export_onnx(windsor), root / windsor.recipe.name / "1")
+    parent_metrics = tensorsmith.evaluate(
+        f"{windsor.recipe.name}@1", store=windsor.path.parent.parent, console=QUIET
+    )
+    child_metrics = tensorsmith.evaluate(f"{windsor.recipe.name}@1", store=root, console=QUIET)
+    assert child_metrics.keys() == parent_metrics.keys()
+    for split, values in parent_metrics.items():
+        for name, value in values.items():
+            assert child_metrics[split][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
 
 
 def test_a_damaged_onnx_file_is_a_store_error(windsor: Predictor, tmp_path: Path) -> None:
