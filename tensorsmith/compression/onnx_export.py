@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 
@@ -31,6 +32,9 @@ from tensorsmith.models.onnx_runtime import ONNX_FILE, OnnxModule
 from tensorsmith.tasks.predictor import Predictor
 
 __all__ = ["OPSET", "export_model", "export_onnx"]
+
+# what the exporter logs on its way (missing torchvision ops, the graph of a failed export)
+_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch.fx", "torch._dynamo")
 
 
 def export_onnx(parent: Predictor, preprocessing: bool = True) -> Child:
@@ -95,27 +99,38 @@ def export_model(module: torch.nn.Module, plan: Plan) -> onnx.ModelProto:
                 verbose=False,
             )
     except Exception as exc:  # torch.export raises many kinds; all mean the same to a user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RecipeError(
-            f"torch.onnx.export cannot export the {type(module).__name__} model ({first}); "
-            "this architecture has no ONNX export yet"
+            f"torch.onnx.export cannot export the {type(module).__name__} model "
+            f"({_root_cause(exc)}); this architecture has no ONNX export yet (a branch on the "
+            "values of an input, such as a padding mask, cannot be written as a graph)"
         ) from None
     assert program is not None
     return program.model_proto
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The first line of the innermost error, without the exporter's terminal colours."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
+    lines = str(exc).strip().splitlines()
+    return re.sub(r"\x1b\[[0-9;]*m", "", lines[0]) if lines else type(exc).__name__
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The exporter prints its progress and logs missing torchvision ops: not the user's."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(n) for n in _LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with (
             contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
