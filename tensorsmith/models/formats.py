@@ -32,3 +32,4 @@ FORMATS: Registry[WeightsFormat] = Registry("weights format", "config.json compr
 FORMATS.register_lazy("int8-dynamic", "tensorsmith.models.quantized:INT8_DYNAMIC")
 FORMATS.register_lazy("int8-weight", "tensorsmith.models.quantized:INT8_WEIGHT")
 FORMATS.register_lazy("int4-weight", "tensorsmith.models.quantized:INT4_WEIGHT")
+FORMATS.register_lazy("onnx", "tensorsmith.models.onnx_runtime:ONNX")
