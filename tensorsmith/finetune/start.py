@@ -39,7 +39,8 @@ class Start:
 def folder_digest(folder: Path) -> str:
     """SHA-256 of a folder's weights and JSON files: which exact parent a version came from."""
     h = hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.json")):
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.onnx"))
+    for path in [*weights, *sorted(folder.glob("*.json"))]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()
@@ -60,6 +61,12 @@ def open_start(source: str, root: Path, task: str) -> Start:
             "or a Hugging Face checkpoint folder"
         ) from None
     parent = Predictor.load(path)
+    compressed = (parent.config.get("compression") or {}).get("format")
+    if compressed:
+        raise RecipeError(
+            f"{parent.name} holds {compressed} weights (a compressed version); fine-tune from "
+            "its fp32 parent instead (`tensorsmith models NAME --lineage` names it)"
+        )
     if parent.task.name != task:
         raise RecipeError(
             f"cannot fine-tune a {task} model from {parent.name}, a {parent.task.name} model: "
