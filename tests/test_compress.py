@@ -120,3 +120,35 @@ def test_a_child_version_with_its_report_and_lineage(moods: tuple[Path, Path]) -
     assert list(predictions.columns)[:1] == ["y_predicted"]
     test = model.evaluate_splits()["test"]
     assert test["f1_macro"] == pytest.approx(child["metrics"]["f1_macro"], abs=1e-9)
+
+
+def _compressed(store: Path, *args: str) -> int:
+    code, out, err = run_cli("compress", *args, store=store)
+    assert code == 0, err
+    return int(out.split("saved ")[1].split()[0].rstrip("/").split("/")[-1])
+
+
+def test_quantized_twice_and_pruned_out_of_range_are_refused(moods: tuple[Path, Path]) -> None:
+    store, _ = moods
+    version = _compressed(store, "moods@1", "--quantize", "int8")
+    code, _, err = run_cli("compress", f"moods@{version}", "--quantize", "int8", store=store)
+    assert code == GATE_USAGE and "already quantized" in err and "moods@1" in err
+    for amount in ("0", "1", "1.5", "-0.2"):
+        code, _, err = run_cli("compress", "moods@1", "--prune", amount, store=store)
+        assert code == GATE_USAGE and "is outside (0, 1)" in err, (amount, err)
+
+
+def test_a_compressed_version_is_served_unchanged(moods: tuple[Path, Path]) -> None:
+    import httpx
+    from serving_helpers import running_server
+
+    store, source = moods
+    version = _compressed(store, "moods@1", "--quantize", "int8")
+    local = tensorsmith.load(f"moods@{version}", store=store)
+    texts = pd.read_csv(source)["text"].head(4).tolist()
+    expected = local.predict(pd.DataFrame({"text": texts}))
+    with running_server(store, [f"moods@{version}"]) as server:
+        r = httpx.post(f"{server.url}/v1/models/moods/predict", json={"texts": texts})
+    assert r.status_code == 200, r.text
+    served = r.json()["predictions"]
+    assert [p["prediction"] for p in served] == expected["y_predicted"].tolist()

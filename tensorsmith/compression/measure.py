@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from tensorsmith.data.text import DataWarning
 from tensorsmith.evaluation.evaluate import evaluate
 from tensorsmith.tasks.base import Task
 from tensorsmith.tasks.predictor import Predictor
@@ -133,7 +135,9 @@ def measure(
     metrics = evaluate(
         predictor.task, predictor.module, predictor.task.eval_split(raw), names, eval_limit
     )
-    latency, throughput = _latencies(predictor, raw, budget)
+    with warnings.catch_warnings():  # truncated texts …: said when the model was trained
+        warnings.simplefilter("ignore", DataWarning)
+        latency, throughput = _latencies(predictor, raw, budget)
     parameters, nonzero = counts or _counts(predictor.module)
     peak, notes = footprint(folder)
     return Measured(
@@ -185,6 +189,8 @@ def _footprint(folder: str) -> None:
         if _generates(predictor):
             predictor.generate("", max_new_tokens=16, temperature=0.0)
         else:
-            predictor.predict(raw.reset_index(drop=True).iloc[:64])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DataWarning)
+                predictor.predict(raw.reset_index(drop=True).iloc[:64])
 
     print(json.dumps({"peak": peak_during(run)}))

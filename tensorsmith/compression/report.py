@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rich.console import Console
@@ -81,12 +82,12 @@ def print_report(
 def card_section(
     rows: list[tuple[str, str, str, str]], parent: str, method: dict[str, Any], machine: str
 ) -> list[str]:
-    what = ", ".join(f"{k} {v}" for k, v in method.items() if not isinstance(v, dict | list))
     lines = [
         "## Compression",
         "",
-        f"Compressed from {parent} ({what}). Parent and child measured in the same run on "
-        f"{machine}.",
+        f"Compressed from {parent}; parent and child measured in the same run on {machine}.",
+        "",
+        f"Method: `{json.dumps(method, default=str)}`",
         "",
         f"| | {parent} | this version | change |",
         "|---|---|---|---|",
