@@ -177,6 +177,7 @@ def test_the_opset_and_the_dynamic_batch_axis_are_recorded(windsor: Predictor) -
     assert child.format == "onnx" and child.method["onnx"]["preprocessing"] is True
     batch = graph.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param == "batch" and not batch.HasField("dim_value")
+    assert child.module.n_parameters == sum(p.numel() for p in windsor.module.parameters())
 
 
 def test_unusual_values_are_handled_as_the_torch_path_handles_them(

@@ -77,6 +77,7 @@ class OnnxModule(nn.Module):
 
         self.graph = graph
         core = model_part(graph)
+        self.weights = _float_weights(core)  # for counting parameters: nn.Module has none here
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initializers are not the user's
         self.session: onnxruntime.InferenceSession = ort.InferenceSession(
@@ -86,6 +87,16 @@ class OnnxModule(nn.Module):
         # the task's tensors in the graph's types (a tokenizer gives int32 ids, the graph int64)
         self.input_types = [_NUMPY.get(i.type) for i in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name
+
+    @property
+    def n_parameters(self) -> int:
+        """Numbers in the model part's float constants (the weights, as the exporter left
+        them: batch norm may be folded into the convolution before it)."""
+        return sum(int(w.size) for w in self.weights)
+
+    @property
+    def n_nonzero(self) -> int:
+        return sum(int(np.count_nonzero(w)) for w in self.weights)
 
     @property
     def opset(self) -> int:
@@ -146,6 +157,13 @@ class OnnxFormat:
             return OnnxModule(graph)
         except Exception as exc:  # ONNX Runtime's and the checker's errors have no common base
             raise _damaged(path, f"does not load in ONNX Runtime ({exc})") from None
+
+
+def _float_weights(model: onnx.ModelProto) -> list[np.ndarray]:
+    from onnx import numpy_helper
+
+    floats = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+    return [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type in floats]
 
 
 def _external(tensor: onnx.TensorProto) -> bool:
