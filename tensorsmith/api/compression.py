@@ -9,6 +9,7 @@ what is measured is what a user will load; then it is written, with its report
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -144,16 +145,15 @@ def _run_method(
 def _stage(root: Path, parent: Predictor, child: Child) -> tuple[Path, tuple[int, int] | None]:
     """The child written as a loadable version in a staging store (for measuring), and its
     (parameters, non-zero parameters) where its module does not hold them as parameters."""
-    staging = root / ".cache" / f"compress-staging-{id(child)}"
+    staging = root / ".cache" / f"compress-staging-{os.getpid()}-{id(child)}"
     staging.mkdir(parents=True, exist_ok=True)
     _, path = write_version(
         staging, parent.recipe.name, _contents(parent, child, None, {}, [], 0.0)
     )
     counts = None
-    if child.format is not None:
-        counts = (int(child.method.get("parameters", 0)), int(child.method.get("nonzero", 0)))
-        if not counts[0]:
-            counts = _parent_counts(parent)
+    if child.format is not None:  # an ONNX graph counts its own; quantized: the parent's
+        held = getattr(child.module, "n_parameters", None)
+        counts = (int(held), int(child.module.n_nonzero)) if held else _parent_counts(parent)
     return path, counts
 
 
