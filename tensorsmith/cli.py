@@ -14,7 +14,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from tensorsmith.errors import (
     GateFailed,
@@ -295,11 +294,9 @@ def models(
     if lineage:
         if name is None:
             raise RecipeError("--lineage needs a model: `tensorsmith models NAME --lineage`")
-        for depth, link in enumerate(api.lineage(name, store)):
-            note = " (gone)" if link.get("missing") else ""
-            kind = f"  [{link['kind']}]" if link.get("kind") not in (None, "store") else ""
-            prefix = "  " * (depth - 1) + "└─ " if depth else ""
-            out.print(f"{prefix}{link['ref']}{note}{kind}", markup=False)
+        from tensorsmith.api.listing import lineage_lines
+
+        out.print("\n".join(lineage_lines(name, store)), markup=False)
         return
     rows = api.models(name.partition("@")[0] if name else None, store)
     if not rows:
@@ -312,21 +309,9 @@ def models(
             )
         out.print("no models yet; train one with `tensorsmith train RECIPE`")
         return
-    columns = ["name", "version", "task", "arch", "metric", "gate", "date"]
-    if any(row["aliases"] for row in rows):
-        columns.append("aliases")
-    if any(row["status"] != "ok" for row in rows):
-        columns.append("status")
-    table = Table()
-    widest = max(len(str(row["name"])) for row in rows)
-    for col in columns:
-        if col == "name":  # a name is never cut: the other columns wrap instead
-            table.add_column(col, no_wrap=True, min_width=widest)
-        else:
-            table.add_column(col, justify="right" if col == "version" else "left")
-    for row in rows:
-        table.add_row(*(str(row[c]) for c in columns))
-    out.print(table)
+    from tensorsmith.api.listing import models_table
+
+    out.print(models_table(rows))
 
 
 @app.command()
@@ -350,15 +335,9 @@ def compress(
         Path | None, typer.Option(help="a student recipe to train with MODEL as its teacher")
     ] = None,
     temperature: Annotated[float, typer.Option(help="distillation temperature")] = 2.0,
-    alpha: Annotated[
-        float, typer.Option(help="distillation: the weight of the teacher's soft targets")
-    ] = 0.5,
-    onnx: Annotated[bool, typer.Option(help="export to ONNX, preprocessing inside the graph")] = (
-        False
-    ),
-    preprocessing: Annotated[
-        bool, typer.Option(help="ONNX: put the fitted preprocessing inside the graph")
-    ] = True,
+    alpha: Annotated[float, typer.Option(help="distillation: weight of the soft targets")] = 0.5,
+    onnx: Annotated[bool, typer.Option(help="export to ONNX (model.onnx)")] = False,
+    preprocessing: Annotated[bool, typer.Option(help="ONNX: preprocessing in the graph")] = True,
     store: Store = None,
     debug: Debug = False,
 ) -> None:
@@ -366,10 +345,8 @@ def compress(
     from tensorsmith import api
     from tensorsmith.api.compression import Compression
 
-    how = Compression(
-        quantize, prune, structured, recover_epochs, distill, temperature, alpha, onnx,
-        preprocessing,
-    )  # fmt: skip
+    how = Compression(quantize, prune, structured, recover_epochs, distill, temperature, alpha)
+    how.onnx, how.preprocessing = onnx, preprocessing
     api.compress(model, how, store, console=out)
 
 

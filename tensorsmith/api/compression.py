@@ -153,7 +153,8 @@ def _stage(root: Path, parent: Predictor, child: Child) -> tuple[Path, tuple[int
     counts = None
     if child.format is not None:  # an ONNX graph counts its own; quantized: the parent's
         held = getattr(child.module, "n_parameters", None)
-        counts = (int(held), int(child.module.n_nonzero)) if held else _parent_counts(parent)
+        nonzero = getattr(child.module, "n_nonzero", 0)
+        counts = (int(held), int(nonzero)) if held else _parent_counts(parent)
     return path, counts
 
 
