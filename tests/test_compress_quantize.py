@@ -35,6 +35,7 @@ from tensorsmith.models.formats import FORMATS
 from tensorsmith.models.quantized import (
     INT4_GROUP,
     Int4WeightLinear,
+    Int8Embedding,
     Int8WeightLinear,
     dynamic_int8,
 )
@@ -177,12 +178,24 @@ def test_one_int8_linear_stays_within_the_bound_its_scales_give() -> None:
     assert err.max() > 0  # it really is quantized
 
 
-def test_int8_weights_file_is_at_least_3x_smaller(tmp_path: Path) -> None:
-    mlp = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.Linear(256, 10))
-    save_model(mlp, str(tmp_path / "fp32.safetensors"))
-    name = FORMATS.get("int8-dynamic").save(dynamic_int8(mlp), tmp_path)
+@pytest.mark.parametrize("embedding", [False, True])
+def test_int8_weights_file_is_at_least_3x_smaller(embedding: bool, tmp_path: Path) -> None:
+    layers = [nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.Linear(256, 10)]
+    model = nn.Sequential(*([nn.Embedding(2000, 256)] if embedding else []), *layers)
+    save_model(model, str(tmp_path / "fp32.safetensors"))
+    name = FORMATS.get("int8-dynamic").save(dynamic_int8(model), tmp_path)
     ratio = (tmp_path / "fp32.safetensors").stat().st_size / (tmp_path / name).stat().st_size
     assert ratio >= 3.0, ratio
+
+
+def test_int8_embedding_looks_up_dequantized_rows() -> None:
+    torch.manual_seed(0)
+    embedding = nn.Embedding(50, 12)
+    q = Int8Embedding.from_embedding(embedding)
+    table = q.weight_int8.float() * q.weight_scale[:, None]  # (V, C) dequantized by hand
+    assert ((table - embedding.weight).abs() <= q.weight_scale[:, None] / 2 + 1e-7).all()
+    idx = torch.randint(0, 50, (3, 7))
+    assert torch.equal(q(idx), table[idx]) and torch.equal(q.weight, table)
 
 
 # ----------------------------------------------------------------------------- weight-only

@@ -4,8 +4,10 @@ Three formats (``config.json`` ``compression.format``):
 
 - ``int8-dynamic``: PyTorch's dynamic int8 quantization (``quantize_dynamic``) of the Linear,
   LSTM and GRU layers: int8 weights with per-output-channel scales, activations quantized per
-  batch at run time. One safetensors file holds each layer's int8 weight, its scales and zero
-  points, its float bias, and every float parameter of the rest of the model by name. Loading
+  batch at run time; embeddings become int8 rows with a scale per row (:class:`Int8Embedding`).
+  One safetensors file holds each packed layer's int8 weight, its scales and zero points, its
+  float bias, and every other tensor of the model (float, or an embedding's int8 rows) by name.
+  Loading
   quantizes the freshly built fp32 module and puts the stored int8 weights into its packed
   parameters, so the loaded model computes exactly what the saved one did.
 - ``int8-weight``: weight-only int8: :class:`Int8WeightLinear` keeps int8 weights and one fp32
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
@@ -37,6 +40,7 @@ from tensorsmith.errors import StoreError
 __all__ = [
     "INT4_GROUP",
     "Int4WeightLinear",
+    "Int8Embedding",
     "Int8WeightLinear",
     "dynamic_int8",
     "dynamic_layers",
@@ -75,13 +79,79 @@ def dynamic_layers(module: nn.Module) -> list[str]:
 
 def dynamic_int8(module: nn.Module) -> nn.Module:
     """A copy of ``module`` (on the CPU, in eval mode) whose Linear, LSTM and GRU layers are
-    dynamically quantized to int8 with per-output-channel weight scales."""
+    dynamically quantized to int8 with per-output-channel weight scales, and whose embeddings
+    (not tied to another layer) hold int8 rows (:class:`Int8Embedding`)."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     spec: dict[Any, Any] = {t: per_channel_dynamic_qconfig for t in DYNAMIC_TYPES}
     with quiet_quantization():
         quantized: nn.Module = quantize_dynamic(module.cpu().eval(), spec, dtype=torch.qint8)
+    int8_embeddings(quantized)
     return quantized.eval()
+
+
+class Int8Embedding(nn.Module):
+    """``nn.Embedding`` with int8 rows and one fp32 scale per row (weight-only, symmetric).
+
+    A text model's token table is most of its bytes (8,000 x 64 floats in the genre
+    transformer, four times its Linear weights): quantizing only the Linear layers would
+    leave the file nearly as large. A lookup dequantizes just the rows it reads.
+    """
+
+    weight_int8: torch.Tensor
+    weight_scale: torch.Tensor
+
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        shape = (num_embeddings, embedding_dim)
+        self.register_buffer("weight_int8", torch.zeros(shape, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(num_embeddings))
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding) -> Int8Embedding:
+        new = cls(embedding.num_embeddings, embedding.embedding_dim)
+        q, scale = symmetric_int8(embedding.weight.detach().float())
+        new.weight_int8.copy_(q)
+        new.weight_scale.copy_(scale)
+        return new
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized table (V, C), for code that reads an embedding's weight."""
+        return self.weight_int8.float() * self.weight_scale[:, None]
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        rows = F.embedding(idx, self.weight_int8).float()  # (..., C)
+        return rows * F.embedding(idx, self.weight_scale[:, None])  # (..., C) * (..., 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 rows"
+
+
+def symmetric_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 values in [-127, 127] and one scale per row: ``w ≈ q * scale[:, None]``."""
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (rows,)
+    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
+def int8_embeddings(module: nn.Module) -> list[str]:
+    """Replace (in place) the embeddings whose table no other layer shares by
+    :class:`Int8Embedding`; returns their names."""
+    shared = _shared_weights(module)
+    names = [
+        name
+        for name, m in module.named_modules()
+        if isinstance(m, nn.Embedding) and id(m.weight) not in shared
+    ]
+    for name in names:
+        _replace(module, name, Int8Embedding.from_embedding(module.get_submodule(name)))  # type: ignore[arg-type]
+    return names
+
+
+def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent_name), attr, new)
 
 
 def _quantized_modules(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -134,7 +204,7 @@ class Int8Dynamic:
             for b_name, b in biases.items():
                 if b is not None:
                     tensors[f"{name}.{b_name}"] = b.detach()
-        tensors.update(_float_state(module))
+        tensors.update(_plain_state(module))
         tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
         save_file(tensors, str(folder / self.file), metadata={"format": "int8-dynamic"})
         return self.file
@@ -147,7 +217,7 @@ class Int8Dynamic:
             for name, m in _quantized_modules(quantized):
                 _restore_layer(name, m, tensors, used)
         floats = {k: v for k, v in tensors.items() if k not in used}
-        expected = set(_float_state(quantized))
+        expected = set(_plain_state(quantized))
         if set(floats) != expected:
             _mismatch(folder / self.file, expected - set(floats), set(floats) - expected)
         with torch.no_grad():
@@ -178,8 +248,9 @@ def _restore_layer(
         layer.set_weight_bias({**q, **b})
 
 
-def _float_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The float parameters and buffers outside the quantized layers, by state-dict name."""
+def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The plain tensors outside the packed layers (float parameters and buffers, int8
+    embeddings), by state-dict name."""
     skip = tuple(f"{name}." for name, _ in _quantized_modules(module))
     return {
         k: v
@@ -239,9 +310,8 @@ class Int8WeightLinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8WeightLinear:
         new = cls(linear.in_features, linear.out_features, linear.bias is not None)
-        w = linear.weight.detach().float()  # (out, in)
-        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (out,)
-        new.weight_int8.copy_(torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        q, scale = symmetric_int8(linear.weight.detach().float())  # (out, in), (out,)
+        new.weight_int8.copy_(q)
         new.weight_scale.copy_(scale)
         if linear.bias is not None and new.bias is not None:
             new.bias.data.copy_(linear.bias.detach())
@@ -365,15 +435,14 @@ def weight_only(module: nn.Module, kind: str, *, quantize: bool = True) -> list[
     layer_type = WEIGHT_ONLY[kind]
     names = _swappable(module, kind)
     for name in names:
-        parent_name, _, attr = name.rpartition(".")
-        parent = module.get_submodule(parent_name)
-        linear = getattr(parent, attr)
+        linear = module.get_submodule(name)
+        assert isinstance(linear, nn.Linear)
         new = (
             layer_type.from_linear(linear)
             if quantize
             else layer_type(linear.in_features, linear.out_features, linear.bias is not None)
         )
-        setattr(parent, attr, new)
+        _replace(module, name, new)
     return names
 
 
