@@ -288,11 +288,25 @@ def _mismatch(path: Path, missing: set[str], unexpected: set[str]) -> None:
 # ---------------------------------------------------------------------- weight-only int8 / int4
 
 
-class Int8WeightLinear(nn.Module):
-    """``nn.Linear`` with int8 weights (out, in) and one fp32 scale per output channel.
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The activations' dtype for the weight-only kernels: torch 2.13's CPU kernels have a fast
+    path for bf16 activations only (with fp32 activations they run a reference loop, measured
+    5-40x slower than fp32 ``F.linear``), so fp32 inputs are rounded to bf16 for the matmul."""
+    return torch.bfloat16 if x.dtype == torch.float32 else x.dtype
 
-    Symmetric: ``w ≈ weight_int8 * weight_scale[:, None]``, int8 in [-127, 127]. The input keeps
-    its float dtype; ``torch._weight_int8pack_mm`` dequantizes inside the matmul.
+
+def _bf16(t: torch.Tensor) -> torch.Tensor:
+    """``t`` rounded to the nearest bf16 values (kept in fp32): the kernels take bf16 scales, so
+    quantizing with bf16 scales leaves no rounding between what is stored and what is used."""
+    return t.to(torch.bfloat16).float()
+
+
+class Int8WeightLinear(nn.Module):
+    """``nn.Linear`` with int8 weights (out, in) and one scale per output channel.
+
+    Symmetric: ``w ≈ weight_int8 * weight_scale[:, None]``, int8 in [-127, 127], the scales bf16
+    values. ``torch._weight_int8pack_mm`` dequantizes inside the matmul; the output has the
+    input's dtype, and the bias is added in it (see :func:`_compute_dtype` for fp32 inputs).
     """
 
     weight_int8: torch.Tensor
@@ -310,18 +324,21 @@ class Int8WeightLinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8WeightLinear:
         new = cls(linear.in_features, linear.out_features, linear.bias is not None)
-        q, scale = symmetric_int8(linear.weight.detach().float())  # (out, in), (out,)
-        new.weight_int8.copy_(q)
+        w = linear.weight.detach().float()  # (out, in)
+        scale = _bf16(w.abs().amax(dim=1).clamp(min=1e-12) / 127.0)  # (out,)
+        new.weight_int8.copy_(torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
         new.weight_scale.copy_(scale)
         if linear.bias is not None and new.bias is not None:
             new.bias.data.copy_(linear.bias.detach())
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, self.in_features).contiguous()  # (N, in)
-        y = torch._weight_int8pack_mm(x2, self.weight_int8, self.weight_scale.to(x.dtype))
+        dtype = _compute_dtype(x)
+        x2 = x.reshape(-1, self.in_features).to(dtype).contiguous()  # (N, in)
+        y = torch._weight_int8pack_mm(x2, self.weight_int8, self.weight_scale.to(dtype))
+        y = y.to(x.dtype)  # (N, out)
         if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
+            y = y + self.bias.to(x.dtype)
         return y.reshape(*x.shape[:-1], self.out_features)  # (..., out)
 
     def extra_repr(self) -> str:
@@ -332,7 +349,8 @@ class Int4WeightLinear(nn.Module):
     """``nn.Linear`` with int4 weights in groups of :data:`INT4_GROUP` input channels.
 
     Asymmetric per (group, output channel): ``w ≈ (q - 8) * scale + zero`` with q in [0, 15], the
-    convention of ``torch._weight_int4pack_mm_for_cpu``. Stored as two values per byte
+    convention of ``torch._weight_int4pack_mm_for_cpu``; scale and zero are bf16 values, the
+    activations as in :class:`Int8WeightLinear`. Stored as two values per byte
     (``weight_int4``: (out, in // 2), the even column in the low nibble) and ``scales_and_zeros``
     (in // group, out, 2); the CPU kernel's packed layout is rebuilt from them after loading.
     """
@@ -360,11 +378,11 @@ class Int4WeightLinear(nn.Module):
         w = linear.weight.detach().float()  # (out, in)
         groups = w.view(new.out_features, -1, INT4_GROUP)  # (out, G, group)
         lo, hi = groups.amin(dim=2), groups.amax(dim=2)  # (out, G)
-        scale = ((hi - lo) / 15.0).clamp(min=1e-12)
-        q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
-        q = q.view(new.out_features, new.in_features)  # (out, in)
+        scale = _bf16(((hi - lo) / 15.0).clamp(min=1e-12))
+        zero = _bf16(lo + 8.0 * scale)  # (q - 8) * scale + zero ≈ q * scale + lo
+        q = torch.round((groups - zero[..., None]) / scale[..., None] + 8.0).clamp(0, 15)
+        q = q.to(torch.uint8).view(new.out_features, new.in_features)  # (out, in)
         new.weight_int4.copy_(q[:, 0::2] | (q[:, 1::2] << 4))
-        zero = lo + 8.0 * scale  # so that (q - 8) * scale + zero = q * scale + lo
         new.scales_and_zeros.copy_(torch.stack([scale, zero], dim=-1).transpose(0, 1))
         if linear.bias is not None and new.bias is not None:
             new.bias.data.copy_(linear.bias.detach())
@@ -380,11 +398,12 @@ class Int4WeightLinear(nn.Module):
         self.packed = torch._convert_weight_to_int4pack_for_cpu(self.unpacked(), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, self.in_features).contiguous()  # (N, in)
-        sz = self.scales_and_zeros.to(x.dtype)
-        y = torch._weight_int4pack_mm_for_cpu(x2, self.packed, INT4_GROUP, sz)  # (N, out)
+        dtype = _compute_dtype(x)
+        x2 = x.reshape(-1, self.in_features).to(dtype).contiguous()  # (N, in)
+        sz = self.scales_and_zeros.to(dtype)
+        y = torch._weight_int4pack_mm_for_cpu(x2, self.packed, INT4_GROUP, sz).to(x.dtype)
         if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
+            y = y + self.bias.to(x.dtype)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
