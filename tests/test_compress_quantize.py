@@ -29,16 +29,11 @@ from torch import nn
 import tensorsmith
 from tensorsmith.compression.child import Child
 from tensorsmith.compression.quantize import quantize
-from tensorsmith.errors import RecipeError
+from tensorsmith.errors import RecipeError, StoreError
 from tensorsmith.evaluation.evaluate import evaluate
 from tensorsmith.models.formats import FORMATS
-from tensorsmith.models.quantized import (
-    INT4_GROUP,
-    Int4WeightLinear,
-    Int8Embedding,
-    Int8WeightLinear,
-    dynamic_int8,
-)
+from tensorsmith.models.quantized import Int8Embedding, dynamic_int8, parameter_count
+from tensorsmith.models.weight_only import INT4_GROUP, Int4WeightLinear, Int8WeightLinear
 from tensorsmith.tasks.predictor import Predictor
 
 POEMS = EXAMPLES.parent / "tests" / "data" / "shakespeare"
@@ -145,6 +140,7 @@ def test_int8_saved_and_loaded_predicts_bit_for_bit(
     assert loaded.predict(records).equals(parent.task.predict(child.module, records))
     names = {m._get_name() for m in loaded.module.modules()}
     assert names & {"DynamicQuantizedLinear", "DynamicQuantizedLSTM", "DynamicQuantizedGRU"}
+    assert parameter_count(loaded.module) == sum(p.numel() for p in parent.module.parameters())
 
 
 def test_int8_predictions_are_close_to_fp32(texts: dict[str, Predictor]) -> None:
@@ -253,6 +249,7 @@ def test_weight_only_gpt_generates_and_keeps_its_loss(
     layers = {type(m).__name__ for m in child.module.modules()}
     assert ("Int8WeightLinear" if scheme == "int8-weight" else "Int4WeightLinear") in layers
     assert child.module.lm_head.weight is child.module.wte.weight  # the tied head stays tied
+    assert parameter_count(child.module) == sum(p.numel() for p in gpt.module.parameters())
     loaded = Predictor.load(store_child(gpt, child, tmp_path / "v2"))
     saved, back = child.module.state_dict(), loaded.module.state_dict()
     assert saved.keys() == back.keys()
@@ -293,6 +290,21 @@ def test_a_scheme_that_does_not_apply_names_the_ones_that_do(
         quantize(texts["lstm"], "int4-weight")
     with pytest.raises(RecipeError, match="unknown quantization scheme 'int3'"):
         quantize(texts["lstm"], "int3")
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int8-weight"])
+def test_a_damaged_weights_file_is_a_store_error(
+    scheme: str, texts: dict[str, Predictor], tmp_path: Path
+) -> None:
+    parent = texts["transformer"]
+    folder = store_child(parent, quantize(parent, scheme), tmp_path / "v2")
+    weights = folder / json.loads((folder / "config.json").read_text())["weights"]
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(StoreError, match=rf"damaged: {weights.name} cannot be read"):
+        Predictor.load(folder)
+    weights.unlink()
+    with pytest.raises(StoreError, match=rf"damaged: {weights.name} is missing"):
+        Predictor.load(folder)
 
 
 def test_a_model_without_a_layer_to_quantize_says_so(texts: dict[str, Predictor]) -> None:

@@ -22,13 +22,8 @@ from torch import nn
 
 from tensorsmith.compression.child import Child
 from tensorsmith.errors import RecipeError
-from tensorsmith.models.quantized import (
-    INT4_GROUP,
-    Int8Embedding,
-    dynamic_int8,
-    dynamic_layers,
-    weight_only,
-)
+from tensorsmith.models.quantized import Int8Embedding, dynamic_int8, dynamic_layers
+from tensorsmith.models.weight_only import INT4_GROUP, weight_only
 from tensorsmith.tasks.predictor import Predictor
 
 __all__ = ["SCHEMES", "quantize", "schemes_for"]
