@@ -2,7 +2,8 @@
 
 - ``int8``: PyTorch's dynamic int8 (``torch.ao.quantization.quantize_dynamic``) of the Linear,
   LSTM and GRU layers of table, sequence, text and image models, per-output-channel weight
-  scales; stored in the ``int8-dynamic`` weights format. (Measured against ONNX Runtime's
+  scales, and int8 rows for the embeddings (a text model's token table is most of its bytes);
+  stored in the ``int8-dynamic`` weights format. (Measured against ONNX Runtime's
   dynamic quantizer on the genre transformer; see ``docs/benchmarks.md``.)
 - ``int8-weight`` / ``int4-weight``: weight-only quantization of every Linear layer, activations
   kept in float, for generation (a decoder is bound by reading weights, one token at a time).
@@ -21,12 +22,8 @@ from torch import nn
 
 from tensorsmith.compression.child import Child
 from tensorsmith.errors import RecipeError
-from tensorsmith.models.quantized import (
-    INT4_GROUP,
-    dynamic_int8,
-    dynamic_layers,
-    weight_only,
-)
+from tensorsmith.models.quantized import Int8Embedding, dynamic_int8, dynamic_layers
+from tensorsmith.models.weight_only import INT4_GROUP, weight_only
 from tensorsmith.tasks.predictor import Predictor
 
 __all__ = ["SCHEMES", "quantize", "schemes_for"]
@@ -110,12 +107,15 @@ def _dynamic(
             f"{parent.name} has no Linear, LSTM or GRU layer for --quantize {scheme} to "
             "quantize; nothing would change"
         )
+    module = dynamic_int8(fp32)
+    embeddings = [n for n, m in module.named_modules() if isinstance(m, Int8Embedding)]
     notes = [
         f"dynamic int8: {len(layers)} Linear/LSTM/GRU layers with int8 weights (per-channel "
-        "scales); activations are quantized per batch; embeddings, norms and convolutions stay "
-        "fp32"
+        "scales), activations quantized per batch"
+        + (f"; {len(embeddings)} embeddings with int8 rows" if embeddings else "")
+        + "; norms and convolutions stay fp32"
     ]
-    return dynamic_int8(fp32), layers, notes
+    return module, [*layers, *embeddings], notes
 
 
 def _weight_only(

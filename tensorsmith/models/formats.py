@@ -30,6 +30,6 @@ class WeightsFormat(Protocol):
 
 FORMATS: Registry[WeightsFormat] = Registry("weights format", "config.json compression.format")
 FORMATS.register_lazy("int8-dynamic", "tensorsmith.models.quantized:INT8_DYNAMIC")
-FORMATS.register_lazy("int8-weight", "tensorsmith.models.quantized:INT8_WEIGHT")
-FORMATS.register_lazy("int4-weight", "tensorsmith.models.quantized:INT4_WEIGHT")
+FORMATS.register_lazy("int8-weight", "tensorsmith.models.weight_only:INT8_WEIGHT")
+FORMATS.register_lazy("int4-weight", "tensorsmith.models.weight_only:INT4_WEIGHT")
 FORMATS.register_lazy("onnx", "tensorsmith.models.onnx_runtime:ONNX")

@@ -1,22 +1,15 @@
-"""Quantized modules and the weights formats that store them without pickle.
+"""Dynamic int8 quantization and the ``int8-dynamic`` weights format, without pickle.
 
-Three formats (``config.json`` ``compression.format``):
+PyTorch's dynamic int8 quantization (``quantize_dynamic``) of the Linear, LSTM and GRU layers:
+int8 weights with per-output-channel scales, activations quantized per batch at run time;
+embeddings become int8 rows with a scale per row (:class:`Int8Embedding`). One safetensors file
+holds each packed layer's int8 weight, its scales and zero points, its float bias, and every
+other tensor of the model (float, or an embedding's int8 rows) by name. Loading quantizes the
+freshly built fp32 module and puts the stored int8 weights into its packed parameters, so the
+loaded model computes exactly what the saved one did.
 
-- ``int8-dynamic``: PyTorch's dynamic int8 quantization (``quantize_dynamic``) of the Linear,
-  LSTM and GRU layers: int8 weights with per-output-channel scales, activations quantized per
-  batch at run time. One safetensors file holds each layer's int8 weight, its scales and zero
-  points, its float bias, and every float parameter of the rest of the model by name. Loading
-  quantizes the freshly built fp32 module and puts the stored int8 weights into its packed
-  parameters, so the loaded model computes exactly what the saved one did.
-- ``int8-weight``: weight-only int8: :class:`Int8WeightLinear` keeps int8 weights and one fp32
-  scale per output channel and multiplies with ``torch._weight_int8pack_mm``; activations stay in
-  the model's float dtype (fp32 or bf16).
-- ``int4-weight``: weight-only int4 in groups of :data:`INT4_GROUP` input channels (asymmetric:
-  a scale and an offset per group and output channel), through
-  ``torch._weight_int4pack_mm_for_cpu``.
-
-Both weight-only modules hold plain tensors (buffers), so their formats are a safetensors file of
-the module's state dict, loaded into the fp32 module after its Linear layers are swapped.
+Weight-only int8 / int4 (the GPT) live in ``weight_only.py``; :func:`parameter_count` counts
+the weights of a module quantized either way.
 """
 
 from __future__ import annotations
@@ -28,25 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tensorsmith.errors import StoreError
 
 __all__ = [
-    "INT4_GROUP",
-    "Int4WeightLinear",
-    "Int8WeightLinear",
+    "Int8Embedding",
     "dynamic_int8",
     "dynamic_layers",
-    "int4_fits",
-    "weight_only",
+    "mismatch",
+    "parameter_count",
+    "read_tensors",
+    "replace_module",
+    "shared_weights",
 ]
 
 DYNAMIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU)
-INT4_GROUP = 32  # input channels that share one int4 scale and offset
-INT4_ROWS = 16  # the CPU int4 kernel packs output channels in blocks of 16
 
 
 # ---------------------------------------------------------------------- dynamic int8 (torch.ao)
@@ -75,13 +68,85 @@ def dynamic_layers(module: nn.Module) -> list[str]:
 
 def dynamic_int8(module: nn.Module) -> nn.Module:
     """A copy of ``module`` (on the CPU, in eval mode) whose Linear, LSTM and GRU layers are
-    dynamically quantized to int8 with per-output-channel weight scales."""
+    dynamically quantized to int8 with per-output-channel weight scales, and whose embeddings
+    (not tied to another layer) hold int8 rows (:class:`Int8Embedding`). ``module`` itself is
+    put on the CPU in eval mode."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     spec: dict[Any, Any] = {t: per_channel_dynamic_qconfig for t in DYNAMIC_TYPES}
     with quiet_quantization():
         quantized: nn.Module = quantize_dynamic(module.cpu().eval(), spec, dtype=torch.qint8)
+    int8_embeddings(quantized)
     return quantized.eval()
+
+
+class Int8Embedding(nn.Module):
+    """``nn.Embedding`` with int8 rows and one fp32 scale per row (weight-only, symmetric).
+
+    A text model's token table is most of its bytes (8,000 x 64 floats in the genre
+    transformer, four times its Linear weights): quantizing only the Linear layers would
+    leave the file nearly as large. A lookup dequantizes just the rows it reads.
+    """
+
+    weight_int8: torch.Tensor
+    weight_scale: torch.Tensor
+
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        shape = (num_embeddings, embedding_dim)
+        self.register_buffer("weight_int8", torch.zeros(shape, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(num_embeddings))
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding) -> Int8Embedding:
+        new = cls(embedding.num_embeddings, embedding.embedding_dim)
+        q, scale = symmetric_int8(embedding.weight.detach().float())
+        new.weight_int8.copy_(q)
+        new.weight_scale.copy_(scale)
+        return new
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized table (V, C), for code that reads an embedding's weight."""
+        return self.weight_int8.float() * self.weight_scale[:, None]
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        rows = F.embedding(idx, self.weight_int8).float()  # (..., C)
+        return rows * F.embedding(idx, self.weight_scale[:, None])  # (..., C) * (..., 1)
+
+    def quantized_numel(self) -> int:
+        return self.num_embeddings * self.embedding_dim
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 rows"
+
+
+def symmetric_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 values in [-127, 127] and one scale per row: ``w ≈ q * scale[:, None]``."""
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (rows,)
+    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
+def int8_embeddings(module: nn.Module) -> list[str]:
+    """Replace (in place) the embeddings whose table no other layer shares by
+    :class:`Int8Embedding`; returns their names."""
+    shared = shared_weights(module)
+    names = [
+        name
+        for name, m in module.named_modules()
+        if isinstance(m, nn.Embedding) and id(m.weight) not in shared
+    ]
+    for name in names:
+        embedding = module.get_submodule(name)
+        assert isinstance(embedding, nn.Embedding)
+        replace_module(module, name, Int8Embedding.from_embedding(embedding))
+    return names
+
+
+def replace_module(module: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent_name), attr, new)
 
 
 def _quantized_modules(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -134,22 +199,22 @@ class Int8Dynamic:
             for b_name, b in biases.items():
                 if b is not None:
                     tensors[f"{name}.{b_name}"] = b.detach()
-        tensors.update(_float_state(module))
+        tensors.update(_plain_state(module))
         tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
         save_file(tensors, str(folder / self.file), metadata={"format": "int8-dynamic"})
         return self.file
 
     def load(self, module: nn.Module, folder: Path, config: dict[str, Any]) -> nn.Module:
-        tensors = _read(folder / str(config.get("weights", self.file)))
+        tensors = read_tensors(folder / str(config.get("weights", self.file)))
         quantized = dynamic_int8(module)
         used: set[str] = set()
         with quiet_quantization():
             for name, m in _quantized_modules(quantized):
                 _restore_layer(name, m, tensors, used)
         floats = {k: v for k, v in tensors.items() if k not in used}
-        expected = set(_float_state(quantized))
+        expected = set(_plain_state(quantized))
         if set(floats) != expected:
-            _mismatch(folder / self.file, expected - set(floats), set(floats) - expected)
+            mismatch(folder / self.file, expected - set(floats), set(floats) - expected)
         with torch.no_grad():
             for key, value in floats.items():
                 _tensor_named(quantized, key).copy_(value)
@@ -178,8 +243,9 @@ def _restore_layer(
         layer.set_weight_bias({**q, **b})
 
 
-def _float_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The float parameters and buffers outside the quantized layers, by state-dict name."""
+def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The plain tensors outside the packed layers (float parameters and buffers, int8
+    embeddings), by state-dict name."""
     skip = tuple(f"{name}." for name, _ in _quantized_modules(module))
     return {
         k: v
@@ -196,7 +262,8 @@ def _tensor_named(module: nn.Module, key: str) -> torch.Tensor:
     return tensor
 
 
-def _read(path: Path) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A version's safetensors weights file, or a StoreError that says it is damaged."""
     if not path.is_file():
         raise StoreError(f"model version {path.parent} is damaged: {path.name} is missing")
     try:
@@ -207,148 +274,16 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def _mismatch(path: Path, missing: set[str], unexpected: set[str]) -> None:
+def mismatch(path: Path, missing: set[str], unexpected: set[str]) -> None:
+    """Raise the StoreError of a weights file whose tensors do not fit the recipe's model."""
     raise StoreError(
         f"model version {path.parent} is damaged: {path.name} does not match the recipe's "
         f"model (missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
     )
 
 
-# ---------------------------------------------------------------------- weight-only int8 / int4
-
-
-class Int8WeightLinear(nn.Module):
-    """``nn.Linear`` with int8 weights (out, in) and one fp32 scale per output channel.
-
-    Symmetric: ``w ≈ weight_int8 * weight_scale[:, None]``, int8 in [-127, 127]. The input keeps
-    its float dtype; ``torch._weight_int8pack_mm`` dequantizes inside the matmul.
-    """
-
-    weight_int8: torch.Tensor
-    weight_scale: torch.Tensor
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.register_buffer(
-            "weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8)
-        )
-        self.register_buffer("weight_scale", torch.ones(out_features))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> Int8WeightLinear:
-        new = cls(linear.in_features, linear.out_features, linear.bias is not None)
-        w = linear.weight.detach().float()  # (out, in)
-        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (out,)
-        new.weight_int8.copy_(torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        new.weight_scale.copy_(scale)
-        if linear.bias is not None and new.bias is not None:
-            new.bias.data.copy_(linear.bias.detach())
-        return new
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, self.in_features).contiguous()  # (N, in)
-        y = torch._weight_int8pack_mm(x2, self.weight_int8, self.weight_scale.to(x.dtype))
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y.reshape(*x.shape[:-1], self.out_features)  # (..., out)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
-
-
-class Int4WeightLinear(nn.Module):
-    """``nn.Linear`` with int4 weights in groups of :data:`INT4_GROUP` input channels.
-
-    Asymmetric per (group, output channel): ``w ≈ (q - 8) * scale + zero`` with q in [0, 15], the
-    convention of ``torch._weight_int4pack_mm_for_cpu``. Stored as two values per byte
-    (``weight_int4``: (out, in // 2), the even column in the low nibble) and ``scales_and_zeros``
-    (in // group, out, 2); the CPU kernel's packed layout is rebuilt from them after loading.
-    """
-
-    weight_int4: torch.Tensor
-    scales_and_zeros: torch.Tensor
-    packed: torch.Tensor
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        groups = in_features // INT4_GROUP
-        self.register_buffer(
-            "weight_int4", torch.zeros(out_features, in_features // 2, dtype=torch.uint8)
-        )
-        self.register_buffer("scales_and_zeros", torch.zeros(groups, out_features, 2))
-        self.register_buffer("packed", torch.empty(0, dtype=torch.uint8), persistent=False)
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.register_load_state_dict_post_hook(lambda module, _keys: module.repack())
-        self.repack()
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> Int4WeightLinear:
-        new = cls(linear.in_features, linear.out_features, linear.bias is not None)
-        w = linear.weight.detach().float()  # (out, in)
-        groups = w.view(new.out_features, -1, INT4_GROUP)  # (out, G, group)
-        lo, hi = groups.amin(dim=2), groups.amax(dim=2)  # (out, G)
-        scale = ((hi - lo) / 15.0).clamp(min=1e-12)
-        q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
-        q = q.view(new.out_features, new.in_features)  # (out, in)
-        new.weight_int4.copy_(q[:, 0::2] | (q[:, 1::2] << 4))
-        zero = lo + 8.0 * scale  # so that (q - 8) * scale + zero = q * scale + lo
-        new.scales_and_zeros.copy_(torch.stack([scale, zero], dim=-1).transpose(0, 1))
-        if linear.bias is not None and new.bias is not None:
-            new.bias.data.copy_(linear.bias.detach())
-        new.repack()
-        return new
-
-    def unpacked(self) -> torch.Tensor:
-        """The int4 values as (out, in) int32 in [0, 15]."""
-        low, high = self.weight_int4 & 0x0F, self.weight_int4 >> 4  # (out, in // 2) each
-        return torch.stack([low, high], dim=-1).view(self.out_features, -1).to(torch.int32)
-
-    def repack(self) -> None:
-        self.packed = torch._convert_weight_to_int4pack_for_cpu(self.unpacked(), 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, self.in_features).contiguous()  # (N, in)
-        sz = self.scales_and_zeros.to(x.dtype)
-        y = torch._weight_int4pack_mm_for_cpu(x2, self.packed, INT4_GROUP, sz)  # (N, out)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y.reshape(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"int4 weights in groups of {INT4_GROUP}"
-        )
-
-
-WEIGHT_ONLY: dict[str, type[Int8WeightLinear] | type[Int4WeightLinear]] = {
-    "int8-weight": Int8WeightLinear,
-    "int4-weight": Int4WeightLinear,
-}
-
-
-def int4_fits(linear: nn.Linear) -> bool:
-    """Whether the CPU int4 kernel takes this layer's shape."""
-    return linear.in_features % INT4_GROUP == 0 and linear.out_features % INT4_ROWS == 0
-
-
-def _swappable(module: nn.Module, kind: str) -> list[str]:
-    """Names of the Linear layers weight-only quantization replaces: a Linear whose weight is
-    shared with another layer (a head tied to the embedding) stays as it is, in fp32."""
-    shared = _shared_weights(module)
-    return [
-        name
-        for name, m in module.named_modules()
-        if isinstance(m, nn.Linear)
-        and id(m.weight) not in shared
-        and (kind != "int4-weight" or int4_fits(m))
-    ]
-
-
-def _shared_weights(module: nn.Module) -> set[int]:
+def shared_weights(module: nn.Module) -> set[int]:
+    """ids of the parameters held by more than one layer (a head tied to an embedding)."""
     seen: dict[int, int] = {}
     for m in module.modules():
         for p in m.parameters(recurse=False):
@@ -356,48 +291,18 @@ def _shared_weights(module: nn.Module) -> set[int]:
     return {k for k, n in seen.items() if n > 1}
 
 
-def weight_only(module: nn.Module, kind: str, *, quantize: bool = True) -> list[str]:
-    """Replace ``module``'s Linear layers (in place) by ``kind``'s weight-only modules.
-
-    With ``quantize=False`` the new layers are empty shells for a state dict to fill (loading).
-    Returns the names of the replaced layers.
-    """
-    layer_type = WEIGHT_ONLY[kind]
-    names = _swappable(module, kind)
-    for name in names:
-        parent_name, _, attr = name.rpartition(".")
-        parent = module.get_submodule(parent_name)
-        linear = getattr(parent, attr)
-        new = (
-            layer_type.from_linear(linear)
-            if quantize
-            else layer_type(linear.in_features, linear.out_features, linear.bias is not None)
-        )
-        setattr(parent, attr, new)
-    return names
-
-
-class WeightOnly:
-    """The ``int8-weight`` and ``int4-weight`` weights formats: a safetensors state dict."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.file = f"model-{kind}.safetensors"
-
-    def save(self, module: nn.Module, folder: Path) -> str:
-        save_model(module, str(folder / self.file), metadata={"format": self.kind})
-        return self.file
-
-    def load(self, module: nn.Module, folder: Path, config: dict[str, Any]) -> nn.Module:
-        path = folder / str(config.get("weights", self.file))
-        _read(path)  # a clear error for a missing or unreadable file
-        weight_only(module, self.kind, quantize=False)
-        missing, unexpected = load_model(module, str(path), strict=False)
-        if missing or unexpected:
-            _mismatch(path, set(missing), set(unexpected))
-        return module.eval()
+def parameter_count(module: nn.Module) -> int:
+    """The weights a (possibly quantized) module holds, counted as in its fp32 original: packed
+    and int8/int4 weights count one per value, a tied tensor once."""
+    n = sum(p.numel() for p in module.parameters())
+    for _, m in _quantized_modules(module):
+        weights, biases = _weights_of(m)
+        n += sum(w.numel() for w in weights.values())
+        n += sum(b.numel() for b in biases.values() if b is not None)
+    for m in module.modules():
+        count = getattr(m, "quantized_numel", None)  # int8 / int4 weights held as buffers
+        n += int(count()) if callable(count) else 0
+    return n
 
 
 INT8_DYNAMIC = Int8Dynamic()
-INT8_WEIGHT = WeightOnly("int8-weight")
-INT4_WEIGHT = WeightOnly("int4-weight")
