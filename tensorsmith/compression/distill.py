@@ -26,7 +26,7 @@ from tensorsmith.errors import RecipeError
 from tensorsmith.evaluation.evaluate import Evaluator
 from tensorsmith.evaluation.metrics import monitor_mode
 from tensorsmith.recipe import Recipe
-from tensorsmith.tasks import Prepared, Task, create_task
+from tensorsmith.tasks import TASKS, Prepared, Task, create_task
 from tensorsmith.tasks.base import Batch, LossOf
 from tensorsmith.tasks.predictor import Predictor
 from tensorsmith.training.run import train_module
@@ -153,7 +153,7 @@ def _check_source(teacher: Predictor, task: Task) -> None:
 def check_student(teacher: Predictor, student: Recipe) -> None:
     """The student must do the teacher's task on the teacher's data (RecipeError if not);
     the data files themselves are compared once the student's task exists."""
-    if student.task != teacher.recipe.task:
+    if TASKS.get(student.task) is not TASKS.get(teacher.recipe.task):  # another task
         raise RecipeError(
             f"the student recipe's task is {student.task} but the teacher "
             f"{teacher.name} is a {teacher.recipe.task} model; a student learns the teacher's "
