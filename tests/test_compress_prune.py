@@ -224,7 +224,7 @@ def test_an_amount_outside_zero_one_is_refused(amount: float) -> None:
 # ----------------------------------------------------------------------------- end to end
 
 
-def _text_model(tmp_path: Path, model: dict[str, Any]) -> Predictor:
+def _text_model(tmp_path: Path, model: dict[str, Any], **data: Any) -> Predictor:
     source = tiny.texts_csv(tmp_path / "texts.csv")
     recipe = {
         "name": "tiny-text",
@@ -234,6 +234,7 @@ def _text_model(tmp_path: Path, model: dict[str, Any]) -> Predictor:
             "target": "y",
             "max_length": 16,
             "tokenizer": {"kind": "wordpiece", "vocab_size": 80},
+            **data,
         },
         "model": model,
         "train": {"epochs": 4, "batch_size": 8, "optimizer": {"lr": 0.01}},
@@ -272,18 +273,27 @@ def test_structured_child_of_a_trained_transformer_loads_and_recovers(tmp_path: 
     loaded = _stored(child, parent, tmp_path / "child")
     expected = parent.task.predict_proba(child.module, texts)
     torch.testing.assert_close(loaded.predict_proba(texts), expected)
-    recovered = recover(parent, child, 2, _quiet(), tmp_path / "cache")
+    recovered = recover(parent, child, 2, _quiet(), tmp_path / "cache", lr_scale=1.0)
     assert len(recovered.history) == 2 and recovered.run["epochs"] == 2
-    assert recovered.method["prune"]["recover_epochs"] == 2
+    info = recovered.method["prune"]
+    assert info["recover_epochs"] == 2 and info["recover_lr"] == 0.01
+    kept = info["recover_kept_epoch"]  # 0: the pruned start, else the best epoch on valid
+    assert kept in (0, 1, 2)
+    if kept:
+        losses = [row["valid_loss"] for row in recovered.history]
+        assert losses[kept - 1] == min(losses)
     assert recovered.recipe.model.n_head == 2
-    assert not torch.equal(recovered.module.head[-1].weight, child.module.head[-1].weight)
+    weights = recovered.module.head[-1].weight, child.module.head[-1].weight
+    assert torch.equal(*weights) == (kept == 0)
 
 
 def test_recovery_keeps_the_zeros_of_an_unstructured_child(tmp_path: Path) -> None:
-    parent = _text_model(tmp_path, {"arch": "rnn", "hidden_size": 8, "pooling": "mean"})
+    model = {"arch": "rnn", "hidden_size": 8, "pooling": "mean"}
+    # no valid split: nothing to choose a best epoch by, so the last epoch's weights come back
+    parent = _text_model(tmp_path, model, split={"valid": 0.0, "test": 0.2})
     child = prune(parent, 0.6, structured=False)
     zeros = {n: p == 0 for n, p in child.module.named_parameters()}
-    recovered = recover(parent, child, 2, _quiet(), tmp_path / "cache")
+    recovered = recover(parent, child, 3, _quiet(), tmp_path / "cache")
     after = dict(recovered.module.named_parameters())
     assert set(after) == set(zeros)  # no weight_orig / weight_mask left behind
     changed = False
@@ -291,6 +301,7 @@ def test_recovery_keeps_the_zeros_of_an_unstructured_child(tmp_path: Path) -> No
         assert bool((after[name][was_zero] == 0).all()), name
         changed |= not torch.equal(after[name], child.module.get_parameter(name))
     assert changed  # it did train
+    assert recovered.method["prune"]["recover_kept_epoch"] == 3
     assert (
         recovered.method["prune"]["nonzero_parameters"]
         <= child.method["prune"]["nonzero_parameters"]

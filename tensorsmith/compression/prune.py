@@ -138,7 +138,7 @@ def _note(m: dict[str, Any], arch: str) -> str:
 # ----------------------------------------------------------------------------- recovery
 
 
-def _recovery_recipe(recipe: Recipe, epochs: int) -> Recipe:
+def _recovery_recipe(recipe: Recipe, epochs: int, lr_scale: float) -> Recipe:
     if epochs < 1:
         raise RecipeError(f"--recover-epochs must be at least 1, got {epochs}")
     if "epochs" not in type(recipe.train).model_fields:
@@ -146,15 +146,47 @@ def _recovery_recipe(recipe: Recipe, epochs: int) -> Recipe:
             f"a {recipe.task} model trains for a number of steps, not epochs; recover it with "
             "`tensorsmith finetune` on the pruned version instead of --recover-epochs"
         )
-    train = recipe.train.model_copy(update={"epochs": epochs})
+    optimizer = recipe.train.optimizer.model_copy(
+        update={"lr": recipe.train.optimizer.lr * lr_scale}
+    )
+    train = recipe.train.model_copy(update={"epochs": epochs, "optimizer": optimizer})
     return recipe.model_copy(update={"train": train})
 
 
-def _evaluator(task: Task, prepared: Prepared) -> Evaluator:
-    """The in-loop evaluation the ``train`` verb uses: the loss and the watched metrics."""
+class _Best:
+    """The in-loop evaluation, keeping the weights of the best evaluation so far on valid (the
+    pruned start included): a recovery never hands back weights worse than it started from."""
+
+    def __init__(self, evaluator: Evaluator, monitor: str, mode: str) -> None:
+        self.evaluator, self.monitor, self.sign = evaluator, monitor, 1.0 if mode == "min" else -1.0
+        self.score = float("inf")
+        self.state: dict[str, torch.Tensor] | None = None
+        self.epoch = 0
+        self.evaluations = 0
+
+    def __call__(self, module: nn.Module) -> dict[str, float]:
+        row = self.evaluator.in_loop(module)
+        score = self.sign * row[self.monitor]
+        if score < self.score:
+            self.score, self.epoch = score, self.evaluations
+            self.state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        self.evaluations += 1
+        return row
+
+    def restore(self, module: nn.Module) -> None:
+        if self.state is not None:
+            module.load_state_dict(self.state)
+
+
+def _best(task: Task, prepared: Prepared) -> _Best | None:
+    """What the recovery watches: the recipe's early-stopping monitor, or the valid loss."""
+    if "valid" not in prepared.splits:
+        return None
     es = task.recipe.train.early_stopping
-    monitor = es.monitor if es is not None and "valid" in prepared.splits else None
-    return Evaluator(task, prepared.splits, task.recipe.evaluate.metrics, monitor)
+    monitor = es.monitor if es is not None else "valid_loss"
+    evaluator = Evaluator(task, prepared.splits, task.recipe.evaluate.metrics, monitor)
+    mode: str | None = es.mode if es is not None and es.mode != "auto" else None
+    return _Best(evaluator, monitor, mode or monitor_mode(monitor, task.metric_names, "monitor"))
 
 
 def _masks(module: nn.Module) -> list[Target]:
@@ -165,38 +197,47 @@ def _masks(module: nn.Module) -> list[Target]:
     return targets
 
 
-def recover(parent: Predictor, child: Child, epochs: int, console: Console, cache: Path) -> Child:
+def recover(
+    parent: Predictor,
+    child: Child,
+    epochs: int,
+    console: Console,
+    cache: Path,
+    lr_scale: float = 0.1,
+) -> Child:
     """``child`` fine-tuned for ``epochs`` on the parent's training data, read with the parent's
-    fitted preprocessing or tokenizer, through the one trainer; zeros stay zero."""
-    recipe = _recovery_recipe(child.recipe, epochs)
+    fitted preprocessing or tokenizer, through the one trainer, at ``lr_scale`` times the
+    recipe's learning rate; the best epoch on valid is kept (the pruned start included), and
+    the zeros of an unstructured child stay zero."""
+    recipe = _recovery_recipe(child.recipe, epochs, lr_scale)
     task = create_task(recipe)
     task.inherit(parent.task)
     prepared = task.prepare(cache, console)
-    evaluator = _evaluator(task, prepared)
-    module = copy.deepcopy(child.module).train()
+    module = copy.deepcopy(child.module)
     unstructured = child.method.get("prune", {}).get("kind") == "unstructured"
     targets = _masks(module) if unstructured else []
-    es = recipe.train.early_stopping
-    mode: str | None = None
-    if es is not None and "valid" in prepared.splits:
-        mode = es.mode if es.mode != "auto" else None
-        mode = mode or monitor_mode(es.monitor, task.metric_names, "monitor")
+    best = _best(task, prepared)
+    if best is not None:
+        best(module.eval())  # the pruned start: epoch 0
     trained = train_module(
-        task,
-        prepared,
-        evaluator.in_loop if evaluator.has_valid else None,
-        console,
-        cache,
-        monitor_mode=mode,
-        adapt=lambda _fresh: (module, None),
+        task, prepared, best, console, cache, adapt=lambda _fresh: (module.train(), None)
     )
+    if best is not None:
+        best.restore(trained.module)
     for m, name in targets:
         torch_prune.remove(m, name)
+    kept = best.epoch if best is not None else trained.fit.epochs
     method = copy.deepcopy(child.method)
     method.setdefault("prune", {}).update(
-        recover_epochs=epochs, nonzero_parameters=nonzero_parameters(trained.module)
+        recover_epochs=epochs,
+        recover_lr=recipe.train.optimizer.lr,
+        recover_kept_epoch=kept,
+        nonzero_parameters=nonzero_parameters(trained.module),
     )
-    note = f"recovered for {trained.fit.epochs} epochs on {recipe.name}'s training data"
+    note = (
+        f"recovered for {trained.fit.epochs} epochs at lr {recipe.train.optimizer.lr:g} on "
+        f"{recipe.name}'s training data; kept epoch {kept} (best on valid)"
+    )
     return Child(
         trained.module.eval(),
         child.recipe,
