@@ -58,8 +58,8 @@ def _trained(recipe: Path, store: Path, overrides: list[str] | None = None) -> A
     """The newest stored version of the recipe's model, else a fresh training."""
     name = tensorsmith.validate(recipe, overrides).name
     for row in reversed(tensorsmith.models(name, str(store))):  # a trained one, not a child
-        config = json.loads((Path(row["path"]) / "config.json").read_text())
-        if row["status"] == "ok" and "compression" not in config:
+        run = json.loads((Path(row["path"]) / "run.json").read_text())
+        if row["status"] == "ok" and not run.get("parent"):
             return tensorsmith.load(row["path"])
     print(f"training {recipe.relative_to(EXAMPLES)} …", flush=True)
     return tensorsmith.train(recipe, overrides, store=store, console=QUIET)
