@@ -209,7 +209,7 @@ def _contents(
             "arch": recipe.model.arch,
             "dims": child.dims,
             "model": recipe.model.model_dump(mode="json"),
-            "compression": {**child.method, "format": fmt},
+            "compression": {"method": child.method, "format": fmt},
         },
         files=files,
         history=child.history,
