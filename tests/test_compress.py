@@ -152,3 +152,22 @@ def test_a_compressed_version_is_served_unchanged(moods: tuple[Path, Path]) -> N
     assert r.status_code == 200, r.text
     served = r.json()["predictions"]
     assert [p["prediction"] for p in served] == expected["y_predicted"].tolist()
+
+
+def test_an_onnx_child_predicts_as_its_parent_through_the_same_verbs(
+    moods: tuple[Path, Path],
+) -> None:
+    store, source = moods
+    version = _compressed(store, "moods@1", "--onnx")
+    config, report, card = _child(store, version)
+    assert config["compression"]["format"] == "onnx" and config["weights"] == "model.onnx"
+    assert report["child_measured"]["parameters"] == report["parent_measured"]["parameters"]
+    assert "opset" in card
+    rows = pd.read_csv(source).head(16)
+    parent = tensorsmith.load("moods@1", store=store).predict(rows)
+    child = tensorsmith.load(f"moods@{version}", store=store).predict(rows)
+    assert (child["y_predicted"] == parent["y_predicted"]).all()
+    for label in ("up", "down"):
+        assert child[f"proba_{label}"].to_numpy() == pytest.approx(
+            parent[f"proba_{label}"].to_numpy(), abs=1e-4
+        )

@@ -150,11 +150,8 @@ def _stage(root: Path, parent: Predictor, child: Child) -> tuple[Path, tuple[int
     _, path = write_version(
         staging, parent.recipe.name, _contents(parent, child, None, {}, [], 0.0)
     )
-    counts = None
-    if child.format is not None:  # an ONNX graph counts its own; quantized: the parent's
-        held = getattr(child.module, "n_parameters", None)
-        nonzero = getattr(child.module, "n_nonzero", 0)
-        counts = (int(held), int(nonzero)) if held else _parent_counts(parent)
+    # a quantized or exported model holds the parent's weights in another form: its counts
+    counts = _parent_counts(parent) if child.format is not None else None
     return path, counts
 
 
