@@ -334,8 +334,8 @@ def compress(
     distill: Annotated[
         Path | None, typer.Option(help="a student recipe to train with MODEL as its teacher")
     ] = None,
-    temperature: Annotated[float, typer.Option(help="distillation temperature")] = 2.0,
-    alpha: Annotated[float, typer.Option(help="distillation: weight of the soft targets")] = 0.5,
+    temperature: Annotated[float, typer.Option(help="distillation temperature")] = 4.0,
+    alpha: Annotated[float, typer.Option(help="distillation: weight of the soft targets")] = 0.9,
     onnx: Annotated[bool, typer.Option(help="export to ONNX (model.onnx)")] = False,
     preprocessing: Annotated[bool, typer.Option(help="ONNX: preprocessing in the graph")] = True,
     store: Store = None,

@@ -43,8 +43,8 @@ class Compression:
     structured: bool = False
     recover_epochs: int = 0
     distill: str | Path | None = None  # the student's recipe
-    temperature: float = 2.0
-    alpha: float = 0.5
+    temperature: float = 4.0
+    alpha: float = 0.9
     onnx: bool = False
     preprocessing: bool = True  # ONNX: the fitted preprocessing inside the graph
 

@@ -218,8 +218,8 @@ def distill(
     student_recipe: Recipe,
     console: Console,
     cache: Path,
-    temperature: float = 2.0,
-    alpha: float = 0.5,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
 ) -> Child:
     """Train ``student_recipe``'s model to match ``teacher`` on the teacher's data.
 
