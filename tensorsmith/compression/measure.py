@@ -132,8 +132,9 @@ def measure(
     size = weights.stat().st_size if weights.is_file() else 0
     split, raw = quality_split(predictor.task)
     names = predictor.recipe.evaluate.metrics
+    limit = eval_limit if eval_limit is not None else predictor.task.eval_limit  # an LM's batches
     metrics = evaluate(
-        predictor.task, predictor.module, predictor.task.eval_split(raw), names, eval_limit
+        predictor.task, predictor.module, predictor.task.eval_split(raw), names, limit
     )
     with warnings.catch_warnings():  # truncated texts …: said when the model was trained
         warnings.simplefilter("ignore", DataWarning)
