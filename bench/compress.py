@@ -27,6 +27,7 @@ import io
 import json
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from rich.console import Console
 
 import tensorsmith
 from tensorsmith.compression.measure import quality_split, time_p50
+from tensorsmith.data.text import DataWarning
 from tensorsmith.evaluation.evaluate import evaluate
 from tensorsmith.training.hardware import cpu_name
 
@@ -141,7 +143,7 @@ def windsor_onnx(store: Path) -> None:
     session = ort.InferenceSession(str(child.path / "model.onnx"), options)
     _, raw = quality_split(parent.task)
     rows = raw.reset_index(drop=True)
-    target = f"{parent.task.target_name}_predicted"
+    target = f"{parent.recipe.data.target}_predicted"
     torch_values = parent.predict(rows)[target].to_numpy(dtype=float)
     (onnx_values,) = session.run(["prediction"], _feeds(session, rows))
     gap = float(np.max(np.abs(onnx_values.reshape(-1) - torch_values) / np.abs(torch_values)))
@@ -163,7 +165,7 @@ def gpt_int8_weight(store: Path, steps: int) -> None:
     for label, model in (("fp32", parent), ("bf16", bf16), ("int8-weight", child)):
         rate, loss = _generation(model)
         print(f"gpt small {label}: {rate:,.1f} tokens/s generated (128 new, greedy), valid loss "
-              f"{loss:.4f}")  # fmt: skip
+              f"{loss:.5f}")  # fmt: skip
 
 
 def _generation(model: Any) -> tuple[float, float]:
@@ -181,6 +183,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--gpt-steps", type=int, default=300)
     args = parser.parse_args()
+    warnings.simplefilter("ignore", DataWarning)  # truncated passages: said at training
     store = args.store or Path(tempfile.mkdtemp(prefix="bench-compress-"))
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     if {"int8", "prune", "distill"} & set(args.only):

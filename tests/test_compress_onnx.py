@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,10 @@ import yaml
 from rich.console import Console
 
 import tensorsmith
+from tensorsmith.api.compression import write_child
 from tensorsmith.compression.onnx_export import OPSET, export_onnx
 from tensorsmith.data.images import load_image
 from tensorsmith.errors import RecipeError, StoreError
-from tensorsmith.models.formats import FORMATS
 from tensorsmith.models.onnx_runtime import OnnxModule
 from tensorsmith.tasks.predictor import Predictor
 
@@ -90,14 +89,8 @@ def with_module(parent: Predictor, child: Any) -> Predictor:
 
 
 def stored_child(parent: Predictor, child: Any, folder: Path) -> Predictor:
-    """The child as the lead stores it: the parent's files, the format's weights, its config."""
-    shutil.copytree(parent.path, folder)
-    (folder / "model.safetensors").unlink()
-    weights = FORMATS.get("onnx").save(child.module, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(weights=weights, compression={"format": "onnx", "method": child.method})
-    (folder / "config.json").write_text(json.dumps(config))
-    return Predictor.load(folder)
+    """The child stored as ``compress`` stores it (without the measurement), loaded back."""
+    return Predictor.load(write_child(folder, parent, child))
 
 
 # ----------------------------------------------------------------------------- trained parents

@@ -25,6 +25,7 @@ from torch.nn.utils import prune as torch_prune
 
 import tensorsmith
 from tensorsmith import RecipeError
+from tensorsmith.api.compression import write_child
 from tensorsmith.compression.prune import nonzero_parameters, prunable_weights, prune, recover
 from tensorsmith.compression.prune_structured import prune_structured
 from tensorsmith.models import build_model
@@ -245,23 +246,8 @@ def _text_model(tmp_path: Path, model: dict[str, Any], **data: Any) -> Predictor
 
 
 def _stored(child: Any, parent: Predictor, folder: Path) -> Predictor:
-    """The child written as a version the way the lead's verb does (plain safetensors)."""
-    import json
-
-    from safetensors.torch import save_model
-
-    from tensorsmith.recipe import recipe_to_yaml
-
-    folder.mkdir()
-    weights = parent.config.get("weights", "model.safetensors")
-    for extra in parent.path.iterdir():  # the fitted task's state: tokenizer, labels …
-        if extra.is_file() and extra.name not in {"config.json", "recipe.yaml", weights}:
-            (folder / extra.name).write_bytes(extra.read_bytes())
-    config = {**parent.config, "dims": child.dims}
-    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    (folder / "recipe.yaml").write_text(recipe_to_yaml(child.recipe), encoding="utf-8")
-    save_model(child.module, str(folder / config.get("weights", "model.safetensors")))
-    return Predictor.load(folder)
+    """The child stored as ``compress`` stores it (without the measurement), loaded back."""
+    return Predictor.load(write_child(folder, parent, child))
 
 
 def test_structured_child_of_a_trained_transformer_loads_and_recovers(tmp_path: Path) -> None:

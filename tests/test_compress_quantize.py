@@ -27,6 +27,7 @@ from safetensors.torch import save_model
 from torch import nn
 
 import tensorsmith
+from tensorsmith.api.compression import write_child
 from tensorsmith.compression.child import Child
 from tensorsmith.compression.quantize import quantize
 from tensorsmith.errors import RecipeError, StoreError
@@ -101,19 +102,8 @@ def gpt(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
 
 
 def store_child(parent: Predictor, child: Child, dest: Path) -> Path:
-    """The child as the next version of the parent, written as ``compress`` writes it."""
-    shutil.copytree(parent.path, dest)
-    (dest / "model.safetensors").unlink()
-    assert child.format is not None
-    weights = FORMATS.get(child.format).save(child.module, dest)
-    config = json.loads((dest / "config.json").read_text())
-    compression = {"format": child.format, "method": child.method}
-    config.update(weights=weights, dims=child.dims, compression=compression, version=2)
-    (dest / "config.json").write_text(json.dumps(config))
-    run = json.loads((dest / "run.json").read_text())
-    run["parent"] = {"kind": "store", "ref": parent.name, "path": str(parent.path)}
-    (dest / "run.json").write_text(json.dumps(run))
-    return dest
+    """The child stored as ``compress`` stores it (without the measurement): its folder."""
+    return write_child(dest, parent, child)
 
 
 def _test_texts(p: Predictor) -> pd.DataFrame:

@@ -31,7 +31,7 @@ from tensorsmith.store.artifact import Contents, check_writable, resolve, store_
 from tensorsmith.tasks.predictor import Predictor
 from tensorsmith.training.hardware import hardware, library_versions
 
-__all__ = ["Compression", "compress"]
+__all__ = ["Compression", "compress", "write_child"]
 
 
 @dataclass
@@ -142,14 +142,18 @@ def _run_method(
     return export_onnx(parent, how.preprocessing)
 
 
+def write_child(root: Path, parent: Predictor, child: Child) -> Path:
+    """``child`` written as the next version of ``parent``'s name in the store ``root``, without
+    a report: loadable through ``Predictor.load`` (the verb measures it from here)."""
+    _, path = write_version(root, parent.recipe.name, _contents(parent, child, None, {}, [], 0.0))
+    return path
+
+
 def _stage(root: Path, parent: Predictor, child: Child) -> tuple[Path, tuple[int, int] | None]:
     """The child written as a loadable version in a staging store (for measuring), and its
     (parameters, non-zero parameters) where its module does not hold them as parameters."""
     staging = root / ".cache" / f"compress-staging-{os.getpid()}-{id(child)}"
-    staging.mkdir(parents=True, exist_ok=True)
-    _, path = write_version(
-        staging, parent.recipe.name, _contents(parent, child, None, {}, [], 0.0)
-    )
+    path = write_child(staging, parent, child)
     # a quantized or exported model holds the parent's weights in another form: its counts
     counts = _parent_counts(parent) if child.format is not None else None
     return path, counts

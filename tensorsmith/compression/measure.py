@@ -149,7 +149,9 @@ def measure(
         throughput=throughput,
         throughput_unit="tokens/s" if _generates(predictor) else "rows/s",
         peak_memory_bytes=peak,
-        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+        metrics={  # the recipe's own metrics (the baselines are the same for both)
+            k: float(v) for k, v in metrics.items() if k in names and isinstance(v, int | float)
+        },
         split=split,
         notes=notes,
     )
