@@ -329,15 +329,15 @@ def test_the_version_saved_and_loaded_predicts_like_its_parent(
     windsor: Predictor, tmp_path: Path
 ) -> None:
     child = export_onnx(windsor)
-    loaded = stored_child(windsor, child, tmp_path / "2")
+    loaded = stored_child(windsor, child, tmp_path / "store")
     assert isinstance(loaded.module, OnnxModule)
-    assert sorted(p.name for p in tmp_path.joinpath("2").glob("model.*")) == ["model.onnx"]
+    assert sorted(p.name for p in loaded.path.glob("model.*")) == ["model.onnx"]
     df = pd.read_csv(WINDSOR)
     np.testing.assert_allclose(
         loaded.predict(df)["price_predicted"], windsor.predict(df)["price_predicted"], rtol=TOL
     )
     # model.onnx is the whole graph: what a user runs with ONNX Runtime alone
-    sess = ort.InferenceSession(str(tmp_path / "2" / "model.onnx"))
+    sess = ort.InferenceSession(str(loaded.path / "model.onnx"))
     out = run(sess, table_feeds(sess, df.head(5)))
     np.testing.assert_allclose(out["prediction"], windsor.predict(df.head(5)).iloc[:, 0], rtol=TOL)
     with pytest.raises(RecipeError, match="already an ONNX export"):
@@ -346,7 +346,7 @@ def test_the_version_saved_and_loaded_predicts_like_its_parent(
 
 def test_evaluate_runs_unchanged_on_the_stored_version(windsor: Predictor, tmp_path: Path) -> None:
     root = tmp_path / "store"
-    stored_child(windsor, export_onnx(windsor), root / windsor.recipe.name / "1")
+    stored_child(windsor, export_onnx(windsor), root)
     parent_metrics = tensorsmith.evaluate(
         f"{windsor.recipe.name}@1", store=windsor.path.parent.parent, console=QUIET
     )
@@ -359,13 +359,13 @@ def test_evaluate_runs_unchanged_on_the_stored_version(windsor: Predictor, tmp_p
 
 def test_a_damaged_onnx_file_is_a_store_error(windsor: Predictor, tmp_path: Path) -> None:
     child = export_onnx(windsor, preprocessing=False)
-    stored_child(windsor, child, tmp_path / "2")
-    (tmp_path / "2" / "model.onnx").write_bytes(b"not a model")
+    folder = stored_child(windsor, child, tmp_path / "store").path
+    (folder / "model.onnx").write_bytes(b"not a model")
     with pytest.raises(StoreError, match=r"model\.onnx cannot be read"):
-        Predictor.load(tmp_path / "2")
-    (tmp_path / "2" / "model.onnx").unlink()
+        Predictor.load(folder)
+    (folder / "model.onnx").unlink()
     with pytest.raises(StoreError, match=r"model\.onnx is missing"):
-        Predictor.load(tmp_path / "2")
+        Predictor.load(folder)
 
 
 def test_the_graph_checks_and_names_its_model_part(windsor: Predictor) -> None:
