@@ -28,7 +28,14 @@ def _ratio(parent: float | None, child: float | None, lower_is_better: bool, wor
     if not parent or not child:
         return ""
     r = parent / child if lower_is_better else child / parent
+    if abs(r - 1) < 0.005:
+        return "same"
+    if r < 1:  # a loss reads as one: "1.47× slower", not "0.68× faster"
+        return f"{1 / r:.2f}× {OPPOSITE[word]}"
     return f"{r:.2f}× {word}"
+
+
+OPPOSITE = {"smaller": "larger", "fewer": "more", "faster": "slower", "less": "more"}
 
 
 def report_rows(parent: Measured, child: Measured) -> list[tuple[str, str, str, str]]:
