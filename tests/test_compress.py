@@ -21,20 +21,10 @@ GATE_USAGE = 2
 
 
 def _text_recipe(source: Path) -> dict[str, Any]:
-    return {
-        "name": "moods",
-        "task": "text-classification",
-        "data": {
-            "source": str(source),
-            "target": "y",
-            "max_length": 16,
-            "tokenizer": {"kind": "wordpiece", "vocab_size": 80},
-            "split": {"valid": 0.2, "test": 0.2, "seed": 0},
-        },
-        "model": {"arch": "transformer", "n_layer": 1, "n_head": 2, "n_embd": 16},
-        "train": {"epochs": 6, "batch_size": 8, "optimizer": {"lr": 0.01}},
-        "evaluate": {"plots": False, "metrics": ["accuracy", "f1_macro"]},
-    }
+    model = {"arch": "transformer", "n_layer": 1, "n_head": 2, "n_embd": 16}
+    recipe = tiny.text_recipe(source, model, split={"valid": 0.2, "test": 0.2, "seed": 0})
+    recipe["evaluate"] = {"plots": False, "metrics": ["accuracy", "f1_macro"]}
+    return recipe
 
 
 @pytest.fixture(scope="module")

@@ -31,20 +31,9 @@ def _quiet() -> Console:
 
 
 def _recipe(source: Path, **model: Any) -> dict[str, Any]:
-    return {
-        "name": "tiny-teacher",
-        "task": "text-classification",
-        "data": {
-            "source": str(source),
-            "target": "y",
-            "max_length": 16,
-            "tokenizer": {"kind": "wordpiece", "vocab_size": 80},
-            "split": {"valid": 0.2, "test": 0.2, "seed": 0},
-        },
-        "model": model or {"arch": "rnn", "hidden_size": 16, "pooling": "mean"},
-        "train": {"epochs": 12, "batch_size": 8, "optimizer": {"lr": 0.01}},
-        "evaluate": {"plots": False},
-    }
+    model = model or {"arch": "rnn", "hidden_size": 16, "pooling": "mean"}
+    split = {"valid": 0.2, "test": 0.2, "seed": 0}
+    return tiny.text_recipe(source, model, "tiny-teacher", 12, split=split)
 
 
 def _student(source: Path, **changes: Any) -> Any:

@@ -227,20 +227,7 @@ def test_an_amount_outside_zero_one_is_refused(amount: float) -> None:
 
 def _text_model(tmp_path: Path, model: dict[str, Any], **data: Any) -> Predictor:
     source = tiny.texts_csv(tmp_path / "texts.csv")
-    recipe = {
-        "name": "tiny-text",
-        "task": "text-classification",
-        "data": {
-            "source": str(source),
-            "target": "y",
-            "max_length": 16,
-            "tokenizer": {"kind": "wordpiece", "vocab_size": 80},
-            **data,
-        },
-        "model": model,
-        "train": {"epochs": 4, "batch_size": 8, "optimizer": {"lr": 0.01}},
-        "evaluate": {"plots": False},
-    }
+    recipe = tiny.text_recipe(source, model, "tiny-text", 4, **data)
     found = tensorsmith.train(recipe, store=tmp_path / "store", console=_quiet())
     return Predictor.load(Path(found.path))
 

@@ -55,19 +55,7 @@ def _train(recipe: dict[str, Any] | Path, store: Path) -> Predictor:
 
 
 def _text_recipe(source: Path, model: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": "moods",
-        "task": "text-classification",
-        "data": {
-            "source": str(source),
-            "target": "y",
-            "max_length": 48,
-            "tokenizer": {"kind": "wordpiece", "vocab_size": 80},
-        },
-        "model": model,
-        "train": {"epochs": 6, "batch_size": 8, "optimizer": {"lr": 0.01}},
-        "evaluate": {"plots": False},
-    }
+    return tiny.text_recipe(source, model, max_length=48)
 
 
 @pytest.fixture(scope="module")

@@ -96,3 +96,28 @@ def texts_csv(path: Path, n: int = 60, number: bool = False) -> Path:
         rows.append({"text": text, "y": round(score, 3) if number else mood, "grp": f"g{i % 6}"})
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
+
+
+def text_recipe(
+    source: Path,
+    model: dict[str, object],
+    name: str = "moods",
+    epochs: int = 6,
+    max_length: int = 16,
+    **data: object,
+) -> dict[str, object]:
+    """A recipe classifying ``texts_csv``'s mood (``y``) with a tiny WordPiece vocabulary."""
+    return {
+        "name": name,
+        "task": "text-classification",
+        "data": {
+            "source": str(source),
+            "target": "y",
+            "max_length": max_length,
+            "tokenizer": {"kind": "wordpiece", "vocab_size": 80},
+            **data,
+        },
+        "model": model,
+        "train": {"epochs": epochs, "batch_size": 8, "optimizer": {"lr": 0.01}},
+        "evaluate": {"plots": False},
+    }
