@@ -49,6 +49,7 @@ WINDSOR = EXAMPLES / "windsor_housing" / "mlp.yaml"
 GPT = EXAMPLES / "shakespeare_gpt" / "recipe.yaml"
 SMALL = ["model.n_layer=6", "model.n_head=6", "model.n_embd=384", "model.block_size=256"]
 QUIET = Console(file=io.StringIO())
+DTYPES = {"tensor(int64)": np.int64, "tensor(bool)": np.bool_, "tensor(float)": np.float32}
 SHOW = Console(highlight=False)
 
 
@@ -90,6 +91,41 @@ def genre_int8(store: Path, parent: Any) -> None:
           f"texts ({_met(speed >= 1.5)}), {size:.2f}× smaller ({_met(size >= 3)}), macro-F1 "
           f"{_f1(parent):.4f} → {_f1(child):.4f} ({drop:+.2f} points lost, "
           f"{_met(drop <= 1.0)})")  # fmt: skip
+    quantizers(parent, child)
+
+
+def quantizers(parent: Any, child: Any) -> None:
+    """PyTorch's dynamic int8 against ONNX Runtime's, each against its own fp32: one forward
+    over 32 encoded test texts (the tokenizer left out), on the same threads."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from tensorsmith.compression.onnx_export import export_onnx
+
+    _, raw = quality_split(parent.task)
+    batch = next(iter(parent.task.eval_split(raw.reset_index(drop=True).iloc[:32]).batches()))
+    inputs = batch[:-1]
+    folder = Path(tempfile.mkdtemp(prefix="bench-ort-"))
+    onnx.save(export_onnx(parent.predictor, preprocessing=False).module.graph, folder / "f.onnx")
+    quantize_dynamic(folder / "f.onnx", folder / "q.onnx", weight_type=QuantType.QInt8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    times = {}
+    with torch.no_grad():
+        times["torch fp32"] = time_p50(lambda: parent.module(*inputs), 3.0)
+        times["torch int8"] = time_p50(lambda: child.module(*inputs), 3.0)
+    for name in ("f", "q"):
+        session = ort.InferenceSession(str(folder / f"{name}.onnx"), options)
+        given = session.get_inputs()
+        feeds = {
+            i.name: t.numpy().astype(DTYPES[i.type]) for i, t in zip(given, inputs, strict=True)
+        }
+        label = "ONNX Runtime " + ("fp32" if name == "f" else "int8")
+        times[label] = time_p50(lambda s=session, f=feeds: s.run(None, f), 3.0)
+    shown = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in times.items())
+    best = min(("torch int8", "ONNX Runtime int8"), key=times.__getitem__)
+    print(f"genre int8, the quantizers (one forward over 32 texts): {shown}; faster: {best}")
 
 
 def _weights_bytes(model: Any) -> int:
