@@ -345,8 +345,10 @@ def compress(
     from tensorsmith import api
     from tensorsmith.api.compression import Compression
 
-    how = Compression(quantize, prune, structured, recover_epochs, distill, temperature, alpha)
-    how.onnx, how.preprocessing = onnx, preprocessing
+    how = Compression(
+        quantize, prune, structured, recover_epochs, distill, temperature, alpha, onnx,
+        preprocessing,
+    )  # fmt: skip
     api.compress(model, how, store, console=out)
 
 

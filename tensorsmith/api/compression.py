@@ -20,7 +20,7 @@ from rich.console import Console
 
 from tensorsmith.api.model import Model
 from tensorsmith.compression import Child
-from tensorsmith.compression.measure import Measured, measure
+from tensorsmith.compression.measure import Measured, measure, parameter_counts
 from tensorsmith.compression.report import card_section, print_report, report_rows
 from tensorsmith.errors import RecipeError
 from tensorsmith.evaluation.report import model_card
@@ -155,13 +155,8 @@ def _stage(root: Path, parent: Predictor, child: Child) -> tuple[Path, tuple[int
     staging = root / ".cache" / f"compress-staging-{os.getpid()}-{id(child)}"
     path = write_child(staging, parent, child)
     # a quantized or exported model holds the parent's weights in another form: its counts
-    counts = _parent_counts(parent) if child.format is not None else None
+    counts = parameter_counts(parent.module) if child.format is not None else None
     return path, counts
-
-
-def _parent_counts(parent: Predictor) -> tuple[int, int]:
-    params = {id(p): p for p in parent.module.parameters()}.values()
-    return sum(p.numel() for p in params), sum(int((p != 0).sum()) for p in params)
 
 
 def _machine() -> str:

@@ -21,6 +21,7 @@ from rich.console import Console
 from torch import nn
 
 from tensorsmith.compression.child import Child
+from tensorsmith.compression.measure import parameter_counts
 from tensorsmith.data.fingerprint import file_digest
 from tensorsmith.errors import RecipeError
 from tensorsmith.evaluation.evaluate import Evaluator
@@ -209,10 +210,6 @@ def _evaluator(task: Task, prepared: Prepared) -> tuple[Evaluator, str | None]:
     return Evaluator(task, prepared.splits, recipe.evaluate.metrics, monitor), mode
 
 
-def _parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def distill(
     teacher: Predictor,
     student_recipe: Recipe,
@@ -240,7 +237,7 @@ def distill(
     in_loop = evaluator.in_loop if evaluator.has_valid else None
     trained = train_module(task, prepared, in_loop, console, cache, monitor_mode=mode, loss=loss)
     teacher.module.cpu()
-    student_n, teacher_n = _parameters(trained.module), _parameters(teacher.module)
+    student_n, teacher_n = parameter_counts(trained.module)[0], parameter_counts(teacher.module)[0]
     method = {
         "distill": {
             "teacher": teacher.name,

@@ -29,7 +29,7 @@ from tensorsmith.evaluation.evaluate import evaluate
 from tensorsmith.tasks.base import Task
 from tensorsmith.tasks.predictor import Predictor
 
-__all__ = ["Measured", "measure", "quality_split", "time_p50"]
+__all__ = ["Measured", "measure", "parameter_counts", "quality_split", "time_p50"]
 
 WARMUP = 2
 
@@ -107,16 +107,10 @@ def _windows(predictor: Predictor, raw: Any, n: int) -> torch.Tensor:
     return torch.cat(parts)[:n]
 
 
-def _counts(module: torch.nn.Module) -> tuple[int, int]:
-    seen: set[int] = set()
-    total = nonzero = 0
-    for p in module.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        nonzero += int(torch.count_nonzero(p.detach()))
-    return total, nonzero
+def parameter_counts(module: torch.nn.Module) -> tuple[int, int]:
+    """(parameters, non-zero parameters) of a module; a tied tensor is counted once."""
+    params = list(module.parameters())  # yields a shared parameter once
+    return sum(p.numel() for p in params), sum(int(torch.count_nonzero(p.detach())) for p in params)
 
 
 def measure(
@@ -139,7 +133,7 @@ def measure(
     with warnings.catch_warnings():  # truncated texts …: said when the model was trained
         warnings.simplefilter("ignore", DataWarning)
         latency, throughput = _latencies(predictor, raw, budget)
-    parameters, nonzero = counts or _counts(predictor.module)
+    parameters, nonzero = counts or parameter_counts(predictor.module)
     peak, notes = footprint(folder)
     return Measured(
         size_bytes=size,

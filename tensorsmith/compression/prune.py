@@ -23,6 +23,7 @@ from torch.nn.utils import prune as torch_prune
 
 from tensorsmith.compression.child import Child
 from tensorsmith.compression.distill import distillation_loss
+from tensorsmith.compression.measure import parameter_counts
 from tensorsmith.compression.prune_structured import prune_structured
 from tensorsmith.errors import RecipeError
 from tensorsmith.evaluation.evaluate import Evaluator
@@ -37,7 +38,7 @@ from tensorsmith.training.run import train_module
 RECOVER_TEMPERATURE = 2.0
 RECOVER_ALPHA = 0.5
 
-__all__ = ["nonzero_parameters", "prunable_weights", "prune", "recover"]
+__all__ = ["prunable_weights", "prune", "recover"]
 
 Target = tuple[nn.Module, str]
 
@@ -71,15 +72,6 @@ def prunable_weights(module: nn.Module) -> list[Target]:
     return targets
 
 
-def nonzero_parameters(module: nn.Module) -> int:
-    """Parameters that are not exactly zero (a tied tensor counted once)."""
-    return sum(int(torch.count_nonzero(p.detach())) for p in module.parameters())
-
-
-def _parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def _unstructured(module: nn.Module, amount: float) -> tuple[nn.Module, dict[str, Any]]:
     targets = prunable_weights(module)
     if not targets:
@@ -107,20 +99,21 @@ def prune(parent: Predictor, amount: float, structured: bool) -> Child:
         )
     module = copy.deepcopy(parent.module).cpu().eval()
     dims = dict(parent.config.get("dims", {}))
-    before = _parameters(module)
+    before = parameter_counts(module)[0]
     recipe: Recipe = parent.recipe
     if structured:
         module, recipe, surgery = prune_structured(module, parent.recipe, dims, amount)
         details: dict[str, Any] = {"sizes": surgery.sizes}
     else:
         module, details = _unstructured(module, amount)
+    total, nonzero = parameter_counts(module)
     method = {
         "prune": {
             "amount": amount,
             "kind": "structured" if structured else "unstructured",
             "parameters_before": before,
-            "parameters": _parameters(module),
-            "nonzero_parameters": nonzero_parameters(module),
+            "parameters": total,
+            "nonzero_parameters": nonzero,
             **details,
         }
     }
@@ -244,7 +237,7 @@ def recover(
         recover_lr=recipe.train.optimizer.lr,
         recover_kept_epoch=kept,
         recover_teacher=f"{parent.name} (temperature {RECOVER_TEMPERATURE}, alpha {RECOVER_ALPHA})",
-        nonzero_parameters=nonzero_parameters(trained.module),
+        nonzero_parameters=parameter_counts(trained.module)[1],
     )
     note = (
         f"recovered for {trained.fit.epochs} epochs at lr {recipe.train.optimizer.lr:g} on "
