@@ -153,10 +153,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     torch.set_num_threads(1)
 
 
+INFO = "checkpoint/tensorsmith.json"  # written last, with the whole checkpoint
+
+
 def find_checkpoint(store: Path, name: str) -> Path:
-    """The checkpoint of the (one) run of ``name`` in ``store``, or a path that does not exist."""
-    found = sorted((store / ".checkpoints" / name).glob("*/checkpoint.pt"))
-    return found[0] if found else store / ".checkpoints" / name / "none" / "checkpoint.pt"
+    """The info file (step, epoch, world size) of the checkpoint of the (one) run of ``name`` in
+    ``store``, or a path that does not exist."""
+    found = sorted((store / ".checkpoints" / name).glob(f"*/{INFO}"))
+    return found[0] if found else store / ".checkpoints" / name / "none" / INFO
 
 
 def example_recipes() -> list[Path]:

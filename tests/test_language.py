@@ -267,7 +267,7 @@ def test_kill_and_resume_gives_the_same_curve(tmp_path: Path) -> None:
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     checkpoint = kill_after_first_checkpoint(start_training(recipe, killed), killed)
     assert not (killed / "poems" / "1").exists()
-    at = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["step"])
+    at = int(json.loads(checkpoint.read_text())["step"])
     assert 20 <= at < 200
 
     code, out, err = cli("train", recipe, "--resume", store=killed)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import EXAMPLES, run_cli
+from conftest import EXAMPLES, INFO, run_cli
 from rich.console import Console
 
 import tensorsmith
@@ -96,7 +96,7 @@ def test_resume_refuses_changed_data_and_changed_fixed_keys(tmp_path: Path) -> N
         f.write("0.5,0.5,1\n")
     code, _, err = run_cli("train", recipe, "--resume", "--set", "train.epochs=100000", store=store)
     assert code == 1 and "moons.csv changed" in " ".join(err.split()), err
-    assert len(list((store / ".checkpoints" / "xor-mlp").glob("*/checkpoint.pt"))) == 1
+    assert len(list((store / ".checkpoints" / "xor-mlp").glob(f"*/{INFO}"))) == 1
 
 
 def start(recipe: Path, store: Path, *sets: str) -> subprocess.Popen[bytes]:
@@ -117,14 +117,14 @@ def kill_after_checkpoint(proc: subprocess.Popen[bytes], store: Path, name: str)
     deadline = time.time() + 120
     found: list[Path] = []
     while not found and time.time() < deadline and proc.poll() is None:
-        known = sorted((store / ".checkpoints" / name).glob("*/checkpoint.pt"))
-        found = [p for p in known if _owned_by(p.parent, proc.pid)]
+        known = sorted((store / ".checkpoints" / name).glob(f"*/{INFO}"))
+        found = [p for p in known if _owned_by(p.parent.parent, proc.pid)]
         time.sleep(0.05)
     alive = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert alive and found, "the run ended (or never checkpointed) before the kill"
-    return found[0].parent
+    return found[0].parent.parent
 
 
 def _owned_by(folder: Path, pid: int) -> bool:
@@ -191,7 +191,7 @@ def live_checkpoint(proc: subprocess.Popen[bytes], store: Path) -> Path:
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         for meta in (store / ".checkpoints" / "xor-mlp").glob("*/meta.json"):
-            if _owned_by(meta.parent, proc.pid) and (meta.parent / "checkpoint.pt").exists():
+            if _owned_by(meta.parent, proc.pid) and (meta.parent / INFO).exists():
                 return meta.parent
         time.sleep(0.05)
     raise AssertionError("the live run wrote no checkpoint")
@@ -239,7 +239,7 @@ def test_resume_applies_the_keys_that_only_watch_the_run(killed_xor: Path, tmp_p
 
 def test_a_damaged_checkpoint_is_named(killed_xor: Path, tmp_path: Path) -> None:
     store, run = copy_of_killed(killed_xor, tmp_path)
-    checkpoint = run / "checkpoint.pt"
+    checkpoint = next((run / "checkpoint").glob("*.distcp"))
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     code, _, err = run_cli("train", XOR, "--resume", "--set", "train.epochs=150", store=store)
     assert code == 1, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -15,7 +16,7 @@ from tensorsmith.api.finetuning import Extras, fine_tune, promote_passed
 from tensorsmith.api.model import Model
 from tensorsmith.api.recipes import RecipeLike, validate
 from tensorsmith.data.fingerprint import fingerprint
-from tensorsmith.errors import RecipeError
+from tensorsmith.errors import RecipeError, TensorsmithError, TrainingError
 from tensorsmith.evaluation.evaluate import Evaluator
 from tensorsmith.evaluation.gate import ConditionResult, GateResult, check_gate, parse_gate
 from tensorsmith.evaluation.metrics import MetricValue, monitor_mode
@@ -32,6 +33,7 @@ from tensorsmith.store.artifact import (
 from tensorsmith.tasks import Outputs, Prepared, Task, create_task
 from tensorsmith.tasks.predictor import Predictor
 from tensorsmith.training.checkpoints import Run, Runs, check_resumable
+from tensorsmith.training.distributed import World, join, leave
 from tensorsmith.training.run import Trained, train_module
 
 
@@ -80,24 +82,58 @@ def run_recipe(
     started = time.perf_counter()
     root = store_root(store)
     check_writable(root)
-    out = console or Console(highlight=False)
-    task = create_task(parsed)
-    if start is not None and start.task is not None:
-        task.inherit(start.task)
-    run, state = _open_run(root, task, resume, out)
+    world = join(parsed.train.distributed)  # one process, or a rank of a torchrun job
     try:
-        model = _train_run(root, task, run, state, out, started, start)
-    except BaseException:
-        run.release()  # the checkpoint stays for --resume
-        raise
-    run.finish()
-    return model
+        out = console or Console(highlight=False)
+        if not world.main:  # rank 0 alone speaks
+            out = Console(quiet=True)
+        task = create_task(parsed)
+        if start is not None and start.task is not None:
+            task.inherit(start.task)
+        run, state = _shared_run(root, task, resume, out, world)
+        try:
+            model = _train_run(root, task, run, state, out, started, start)
+        except BaseException:
+            run.release()  # the checkpoint stays for --resume
+            raise
+        run.finish()
+        return model
+    finally:
+        leave(world)
+
+
+def _shared_run(
+    root: Path, task: Task, resume: bool | str, out: Console, world: World
+) -> tuple[Run, dict[str, Any] | None]:
+    """Rank 0 opens the run (new or resumed) and every other rank joins the same one."""
+    if not world.many:
+        run, state = _open_run(root, task, resume, out)
+    elif world.main:
+        try:
+            run, state = _open_run(root, task, resume or _restarted(), out)
+        except TensorsmithError as exc:
+            world.broadcast((type(exc).__name__, str(exc), None))
+            raise
+        world.broadcast(("", run.id, state))
+    else:
+        error, text, state = world.broadcast(None)
+        if error:
+            raise TrainingError(text)
+        run = Runs(root, task.recipe.name).join(text)
+    run.world = world
+    run.info = world.record()
+    return run, state
+
+
+def _restarted() -> bool:
+    """torchrun's agent restarted the ranks (--max-restarts): continue the interrupted run."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
 def _open_run(
     root: Path, task: Task, resume: bool | str, out: Console
 ) -> tuple[Run, dict[str, Any] | None]:
-    """A new run, or the interrupted one to continue (with its checkpoint)."""
+    """A new run, or the interrupted one to continue (with its checkpoint's info)."""
     runs = Runs(root, task.recipe.name)
     if not resume:
         return runs.start(task.recipe), None
@@ -107,7 +143,9 @@ def _open_run(
         lambda meta: check_resumable(meta, task.recipe, files),
     )
     where = f"step {state['step']}" + (f" (epoch {state['epoch']})" if state["epoch"] else "")
-    out.print(f"resuming run {run.id} of {task.recipe.name} from {where}")
+    ranks = state.get("world_size", 1)
+    by = f", written by {ranks} processes" if ranks > 1 else ""
+    out.print(f"resuming run {run.id} of {task.recipe.name} from {where}{by}")
     if applied:
         out.print(f"the resumed run applies the changed keys: {'; '.join(applied)}")
     return run, state
@@ -122,28 +160,35 @@ def _train_run(
     started: float,
     start: Start | None,
 ) -> Model:
-    recipe = task.recipe
+    recipe, world = task.recipe, run.world
+    if not world.main:
+        world.barrier()  # rank 0 prepares first: it alone writes the cache the others read
     prepared = task.prepare(root / ".cache", out)
+    if world.main:
+        world.barrier()
     data = fingerprint(task.data_files(), prepared.split_digests)
     run.record_data(data)
     notes = [*(start.notes if start else []), *prepared.notes]
     for note in notes:
         out.print(f"{recipe.name}: {note}", markup=False)
     monitor, mode = _monitor(task, prepared)
-    evaluator = Evaluator(task, prepared.splits, recipe.evaluate.metrics, monitor)
+    evaluator = Evaluator(task, prepared.splits, recipe.evaluate.metrics, monitor, world)
     extras = Extras(files={"data.json": data}, run={"notes": notes} if notes else {})
     if start is None:
         trained = train_module(
             task, prepared, evaluator.in_loop if evaluator.has_valid else None, out,
-            root / ".cache", state, run.save, mode,
+            root / ".cache", run.load if state else None, run.save, mode, world=world,
         )  # fmt: skip
     else:
         trained = fine_tune(task, prepared, start, evaluator, out, root, run, state, mode, extras)
+    if not world.main:  # rank 0 evaluates the test split and stores the version
+        return Model(Predictor.load(world.broadcast(None)))
     metrics = evaluator.final(trained.module)  # the test split: evaluated once, here
     gate = _gate(task, metrics, extras.valid_passed)
     version, path = _store(root, task, prepared, trained, evaluator, metrics, gate, started, extras)
     _report(out, task, trained, metrics, gate, version, path)
     promote_passed(root, task, gate, version, out)
+    world.broadcast(path)
     return Model(Predictor.load(path))
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "Tensors",
     "Windows",
     "sequential",
+    "shard_of",
 ]
 
 Batch = tuple[torch.Tensor, ...]
@@ -137,10 +138,46 @@ class BucketSampler(EpochSampler):
             yield batches[i]
 
 
+def _rows(index: Index, n: int) -> int:
+    if isinstance(index, slice):
+        return len(range(*index.indices(n)))
+    return len(index)
+
+
+def shard_of(index: Index, n: int, rank: int, size: int) -> tuple[Index, float]:
+    """Rank ``rank``'s part of one global index batch, and its share of the batch's rows × size.
+
+    The parts are contiguous and differ by at most one row; a rank whose part would be empty
+    (a last batch smaller than the world) gets the batch's first row with share 0, so every rank
+    still runs one forward and backward (the gradient all-reduce needs every rank).
+    """
+    if isinstance(index, tuple):  # (epoch, index) from a sampler that tags its batches
+        part, share = shard_of(index[1], n, rank, size)
+        return (index[0], part), share
+    rows = _rows(index, n)
+    base, extra = divmod(rows, size)
+    count = base + (rank < extra)
+    start = rank * base + min(rank, extra)
+    if count == 0:
+        start, count = 0, 1
+        share = 0.0
+    else:
+        share = count * size / rows
+    if isinstance(index, slice):
+        first = index.indices(n)[0] + start
+        return slice(first, first + count), share
+    return index[start : start + count], share
+
+
 class EpochFeed:
-    """The train split in epochs: ``batches(epoch)`` is a ``DataLoader`` over that epoch."""
+    """The train split in epochs: ``batches(epoch)`` is a ``DataLoader`` over that epoch.
+
+    ``shard(rank, size)`` makes it one rank's feed: each global batch is cut into ``size``
+    parts and this rank trains on its own; ``shares(epoch)`` gives each part's weight.
+    """
 
     unit = "epoch"
+    rank, size = 0, 1
 
     def __init__(
         self,
@@ -160,10 +197,22 @@ class EpochFeed:
     def __len__(self) -> int:
         return len(self.sampler)
 
+    def shard(self, rank: int, size: int) -> None:
+        self.rank, self.size = rank, size
+
+    def _indices(self, epoch: int, start: int) -> Iterator[tuple[Index, float]]:
+        self.sampler.set_epoch(epoch)
+        n = len(cast(Any, self.dataset))
+        for index in itertools.islice(self.sampler, start, None):
+            yield shard_of(index, n, self.rank, self.size) if self.size > 1 else (index, 1.0)
+
+    def shares(self, epoch: int, start: int = 0) -> Iterator[float]:
+        """The weight of each of this rank's batches: its rows × world size / the batch's."""
+        return (share for _, share in self._indices(epoch, start))
+
     def batches(self, epoch: int, start: int = 0) -> Iterable[Batch]:
         """The batches of ``epoch`` from batch ``start`` on (a run resumed mid-epoch)."""
-        self.sampler.set_epoch(epoch)
-        indices = itertools.islice(self.sampler, start, None)
+        indices = (index for index, _ in self._indices(epoch, start))
         fetch = getattr(self.dataset, "__getitems__", None)
         if self.workers == 0 and fetch is not None:
             # in-memory tensors: the loader's per-batch machinery would cost about a third of a
@@ -232,9 +281,14 @@ class StepSampler(Sampler[np.ndarray]):
 
 
 class StepFeed:
-    """The train split in steps: ``stream(start)`` yields micro-batch ``start``, ``start + 1`` …"""
+    """The train split in steps: ``stream(start)`` yields micro-batch ``start``, ``start + 1`` …
+
+    ``shard(rank, size)`` makes it one rank's feed: its part of each global micro-batch (the
+    batch size is a multiple of the world size, so every part weighs the same).
+    """
 
     unit = "step"
+    rank, size = 0, 1
 
     def __init__(
         self, dataset: Dataset[Any], batch_size: int, seed: int, tokens_per_sample: int = 1
@@ -244,9 +298,17 @@ class StepFeed:
         self.seed = seed
         self.tokens_per_sample = tokens_per_sample
 
+    def shard(self, rank: int, size: int) -> None:
+        self.rank, self.size = rank, size
+
+    def shares(self, epoch: int, start: int = 0) -> Iterator[float]:
+        return itertools.repeat(1.0)
+
     def stream(self, start: int) -> Iterator[Batch]:
         sampler = StepSampler(len(cast(Any, self.dataset)), self.batch_size, self.seed, start)
-        return iter(_loader(self.dataset, sampler))
+        part = self.batch_size // self.size
+        local = (b[self.rank * part : (self.rank + 1) * part] for b in sampler)
+        return iter(_loader(self.dataset, local if self.size > 1 else sampler))
 
 
 def sequential(

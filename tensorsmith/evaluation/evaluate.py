@@ -28,8 +28,41 @@ def _device(module: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def collect(task: Task, module: nn.Module, batches: Iterable[Batch]) -> Outputs:
-    """Run ``module`` over ``batches`` (no gradients) and decode the outputs of the split."""
+def collect(task: Task, module: nn.Module, batches: Iterable[Batch], ranks: Any = None) -> Outputs:
+    """Run ``module`` over ``batches`` (no gradients) and decode the outputs of the split.
+
+    ``ranks`` (a ``training.distributed.World`` of several processes) shards the work: rank r
+    runs batches r, r + size, …, and the parts are gathered in the split's order, so every
+    rank decodes the same outputs as one process would.
+    """
+    if ranks is not None and ranks.many:
+        return _collect_shared(task, module, list(batches), ranks)
+    loss_sum, count, parts = _run(task, module, batches)
+    arrays: dict[str, np.ndarray] = {k: torch.cat(v).numpy() for k, v in parts.items()}
+    return task.outputs(arrays, float(loss_sum) / max(count, 1))
+
+
+def _collect_shared(task: Task, module: nn.Module, batches: list[Batch], ranks: Any) -> Outputs:
+    mine = list(range(ranks.rank, len(batches), ranks.size))
+    rounds = -(-len(batches) // ranks.size)
+    # a sharded (FSDP) model's forward is a collective: every rank runs as many batches, the
+    # padding ones (a repeat of the last) discarded
+    padding = [len(batches) - 1] * (rounds - len(mine)) if batches else []
+    loss_sum, count, parts = _run(task, module, [batches[i] for i in mine + padding], len(mine))
+    gathered = ranks.gather((mine, float(loss_sum), count, parts))
+    order = sorted(
+        (i, rank, j) for rank, (idx, *_rest) in enumerate(gathered) for j, i in enumerate(idx)
+    )
+    keys = gathered[0][3].keys()
+    arrays = {k: torch.cat([gathered[r][3][k][j] for _, r, j in order]).numpy() for k in keys}
+    total = sum(g[1] for g in gathered) / max(sum(g[2] for g in gathered), 1)
+    return task.outputs(arrays, total)
+
+
+def _run(
+    task: Task, module: nn.Module, batches: Iterable[Batch], keep: int | None = None
+) -> tuple[torch.Tensor, int, dict[str, list[torch.Tensor]]]:
+    """(loss sum, count, outputs per key and batch) of the first ``keep`` batches."""
     device = _device(module)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     count = 0
@@ -38,18 +71,19 @@ def collect(task: Task, module: nn.Module, batches: Iterable[Batch]) -> Outputs:
     module.eval()
     try:
         with torch.no_grad():
-            for batch in batches:
+            for i, batch in enumerate(batches):
                 if device.type != "cpu":
                     batch = tuple(t.to(device, non_blocking=True) for t in batch)
                 out = task.batch_outputs(module, batch)
+                if keep is not None and i >= keep:
+                    continue
                 loss_sum += out.pop("loss_sum").detach().double()
                 count += int(out.pop("count"))
                 for key, value in out.items():
                     parts.setdefault(key, []).append(value.detach().float().cpu())
     finally:
         module.train(was_training)
-    arrays: dict[str, np.ndarray] = {k: torch.cat(v).numpy() for k, v in parts.items()}
-    return task.outputs(arrays, float(loss_sum) / max(count, 1))
+    return loss_sum, count, parts
 
 
 def scored(
@@ -94,8 +128,10 @@ class Evaluator:
         splits: Mapping[str, EvalSplit],
         metrics: Sequence[str],
         monitor: str | None = None,
+        ranks: Any = None,
     ) -> None:
         self.task = task
+        self.ranks = ranks  # several processes: in-loop evaluation is sharded over them
         self.splits = dict(splits)
         self.metrics = list(metrics)
         watched = [*task.loop_metrics]
@@ -109,7 +145,8 @@ class Evaluator:
 
     def in_loop(self, module: nn.Module) -> dict[str, float]:
         """``valid_loss`` and ``valid_<metric>`` for each watched metric."""
-        outputs = collect(self.task, module, self.splits["valid"].batches(self.task.eval_limit))
+        batches = self.splits["valid"].batches(self.task.eval_limit)
+        outputs = collect(self.task, module, batches, self.ranks)
         row = {"valid_loss": outputs.loss}
         for name, value in compute_metrics(self.watched, outputs).items():
             row[f"valid_{name}"] = float(value)  # type: ignore[arg-type]

@@ -56,7 +56,8 @@ def _round_recipe(recipe: Recipe, spec: FinetuneSpec, r: int) -> Recipe:
 class _State:
     """The loop's progress, kept in the run's folder so that a killed run resumes."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, main: bool = True) -> None:
+        self.main = main
         self.path = folder / "rounds.json"
         self.weights = folder / "round-start.safetensors"
 
@@ -66,6 +67,8 @@ class _State:
         return dict(json.loads(self.path.read_text(encoding="utf-8")))
 
     def write(self, state: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
+        if not self.main:  # several ranks: rank 0 writes
+            return
         save_file({k: v.contiguous() for k, v in weights.items()}, str(self.weights))
         self.path.write_text(json.dumps(state, indent=2), encoding="utf-8")
 
@@ -88,7 +91,7 @@ def run_rounds(
     recipe = task.recipe
     spec = recipe.finetune
     assert spec is not None
-    state = _State(run.folder)
+    state = _State(run.folder, run.main)
     saved = state.read()
     records: list[dict[str, Any]] = saved["records"]
     weights = state.start_weights(start.weights)
@@ -100,7 +103,7 @@ def run_rounds(
         console.print(f"{recipe.name}: round {r} of {spec.rounds}", markup=False)
         trained = train_module(
             task, prepared, evaluator.in_loop if evaluator.has_valid else None, console, cache,
-            resume, run.save, monitor_mode, adapt=plan,
+            run.load if resume else None, run.save, monitor_mode, adapt=plan, world=run.world,
         )  # fmt: skip
         resume = None  # only the round in flight resumes from the checkpoint
         trained.module = merge(trained.module)
@@ -110,7 +113,7 @@ def run_rounds(
         weights = {k: v.detach().clone() for k, v in trained.module.state_dict().items()}
         last = {"fit": asdict(trained.fit), "record": trained.record}
         state.write({"records": records, "fresh": saved["fresh"], "last": last}, weights)
-        run.checkpoint.unlink(missing_ok=True)  # the next round's trainer starts afresh
+        run.forget_checkpoint()  # the next round's trainer starts afresh
         _say(console, recipe, record, conditions)
         if record["gate_passed"]:
             break

@@ -187,6 +187,10 @@ class GPT(nn.Module):
             )
         )
 
+    def fsdp_blocks(self) -> list[nn.Module]:
+        """What FSDP shards one by one: the transformer blocks (the rest with the root)."""
+        return list(self.h)
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

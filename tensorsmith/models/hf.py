@@ -30,6 +30,12 @@ def hf_config(config: dict[str, Any]) -> Any:
     return AutoConfig.for_model(**values)
 
 
+def _layers(model: nn.Module) -> list[nn.Module]:
+    """A ``transformers`` model's layers: the modules its ``_no_split_modules`` names."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
 class HFCausalLM(nn.Module):
     """A decoder-only language model: idx (B, T) → logits (B, T, V)."""
 
@@ -46,6 +52,9 @@ class HFCausalLM(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=idx).logits
+
+    def fsdp_blocks(self) -> list[nn.Module]:
+        return _layers(self.model)
 
     @torch.no_grad()
     def generate_tokens(
@@ -101,6 +110,9 @@ class HFEncoder(nn.Module):
     @classmethod
     def from_spec(cls, spec: Any, dims: dict[str, Any]) -> HFEncoder:
         return cls(dict(spec.config), dims["n_outputs"], spec.pooling, spec.dropout)
+
+    def fsdp_blocks(self) -> list[nn.Module]:
+        return _layers(self.encoder)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

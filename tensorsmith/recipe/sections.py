@@ -116,6 +116,8 @@ class TrainSpec(Strict):
     checkpoint_every: int | None = Field(default=None, ge=1)  # epochs, or steps in step mode
     checkpoint_seconds: float = Field(default=60.0, gt=0.0)  # and at least this often
     threads: int | None = Field(default=None, ge=1)
+    # several processes (torchrun): auto is ddp when more than one runs, none when one does
+    distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
 
     @property
     def length(self) -> int:

@@ -43,7 +43,7 @@ class EarlyStopping(Callback):
         sign = 1.0 if self.mode == "min" else -1.0
         if self.best is None or sign * (self.best - value) > self.min_delta:
             self.best, self.best_row, self.wait = value, dict(row), 0
-            self.best_weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+            self.best_weights = state.copy_weights()
             return
         self.wait += 1
         if self.wait > self.patience or math.isnan(value):
@@ -61,7 +61,7 @@ class EarlyStopping(Callback):
 
     def on_fit_end(self, state: TrainState, control: TrainControl) -> None:
         if self.best_weights is not None:
-            state.model.load_state_dict(self.best_weights)
+            state.restore_weights(self.best_weights)
             state.best_row = self.best_row
 
     def state_dict(self) -> dict[str, Any]:

@@ -2,15 +2,18 @@
 
 ```
 <store>/.checkpoints/<name>/<run id>/
-  meta.json       run id, start time, the resolved recipe, the data fingerprint
-  checkpoint.pt   the trainer's whole state, written atomically (torch.save, weights only)
-  run.lock        held (flock) by the live process; the OS lets go when the process dies
+  meta.json        run id, start time, the resolved recipe, the data fingerprint
+  checkpoint/      the trainer's whole state (torch.distributed.checkpoint: every rank writes
+                   its shards, so a run resumes with another number of processes)
+  checkpoint.json  step, epoch, world size and strategy of that checkpoint
+  run.lock         held (flock) by the live process (rank 0); the OS lets go when it dies
 ```
 
-Two trainings of one name never share a checkpoint. ``--resume`` continues the newest run of
-the name that is not live (or the one named by its id), refuses when the recipe's fixed keys
-or the data changed, and says which run and step it continues from. A finished run deletes its
-own folder and nothing else.
+A checkpoint is written into ``checkpoint.tmp/`` and swapped in whole: a killed process leaves
+the previous one intact. Two trainings of one name never share a checkpoint. ``--resume``
+continues the newest run of the name that is not live (or the one named by its id), refuses
+when the recipe's fixed keys or the data changed, and says which run and step it continues from.
+A finished run deletes its own folder and nothing else.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -32,6 +36,7 @@ import yaml
 from tensorsmith.data.fingerprint import what_changed
 from tensorsmith.errors import TrainingError, shorten
 from tensorsmith.recipe import Recipe, recipe_to_yaml
+from tensorsmith.training.distributed import World
 
 __all__ = ["RUN_ID", "Run", "Runs", "check_resumable", "save_checkpoint"]
 
@@ -39,25 +44,64 @@ T = TypeVar("T")
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
 # keys a resumed run takes from the new recipe: they change how the run is watched, not what
 # it computes; every other key is fixed by the checkpoint
+EXTRA = "trainer.pt"  # the trainer's state but the model and optimizer: rank 0's, plain tensors
+INFO = "tensorsmith.json"  # step, epoch, world size and strategy, inside the checkpoint folder
 APPLIED = ("train.threads", "train.checkpoint_every", "train.checkpoint_seconds", "train.log_every")
 
 
-def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """Write atomically: a killed process leaves the previous checkpoint intact, and a failed
-    write (a full disk) leaves no temporary file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def save_checkpoint(
+    tensors: dict[str, Any], extra: dict[str, Any], folder: Path, info: dict[str, Any], main: bool
+) -> None:
+    """Write ``tensors`` with ``torch.distributed.checkpoint`` (a collective: every rank calls
+    it), rank 0's ``extra`` (torch.save, loaded back weights only) and ``info`` beside them,
+    then swap the folder in whole. A failed write (a full disk) leaves the previous one."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    many = dist.is_initialized() and dist.get_world_size() > 1
+    tmp, old = folder.with_name("checkpoint.tmp"), folder.with_name("checkpoint.old")
     try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        if many:
+            dist.barrier()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "assuming ... a single process": it is one
+            dcp.save(tensors, checkpoint_id=tmp)
+        if many:
+            dist.barrier()
+        if main:
+            torch.save(extra, tmp / EXTRA)
+            (tmp / INFO).write_text(json.dumps(info), encoding="utf-8")
+            if folder.exists():
+                os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+    except (OSError, RuntimeError, CheckpointException) as exc:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise TrainingError(
-            f"cannot write the checkpoint {path} ({shorten(reason, 120)}); free disk space "
+            f"cannot write the checkpoint {folder} ({shorten(_reason(exc), 120)}); free disk space "
             "(the store needs room for a checkpoint and a version), then resume with --resume"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """An error's cause in one line (DCP's exceptions carry each rank's traceback)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _complete(run: Path) -> Path | None:
+    """The run's last whole checkpoint folder (a kill during the swap leaves the old one)."""
+    for name in ("checkpoint", "checkpoint.old"):
+        if (run / name / INFO).is_file():
+            return run / name
+    return None
 
 
 def _diff(old: Any, new: Any, prefix: str) -> list[tuple[str, str]]:
@@ -72,20 +116,67 @@ def _diff(old: Any, new: Any, prefix: str) -> list[tuple[str, str]]:
 class Run:
     """One training run's folder, locked by this process while it lives."""
 
-    def __init__(self, folder: Path, lock: IO[str]) -> None:
+    def __init__(self, folder: Path, lock: IO[str] | None, info: dict[str, Any] | None = None):
         self.folder = folder
         self.id = folder.name
-        self._lock = lock
+        self._lock = lock  # None: a rank other than 0, which shares rank 0's run
+        self.info = dict(info or {})  # world size and strategy, written with each checkpoint
+        self.world = World()  # this process's place in the run (set by the caller)
+
+    @property
+    def main(self) -> bool:
+        return self._lock is not None
 
     @property
     def checkpoint(self) -> Path:
-        return self.folder / "checkpoint.pt"
+        return self.folder / "checkpoint"
+
+    def saved(self) -> dict[str, Any] | None:
+        """The info of the run's last checkpoint, or None when it has none."""
+        folder = _complete(self.folder)
+        if folder is None:
+            return None
+        return dict(json.loads((folder / INFO).read_text(encoding="utf-8")))
 
     def save(self, state: dict[str, Any]) -> None:
-        save_checkpoint(state, self.checkpoint)
+        """``state["extra"]`` (rank 0's) is written beside the sharded part, as plain tensors."""
+        tensors = {k: v for k, v in state.items() if k != "extra"}
+        extra = state.get("extra") or {}
+        info = {"step": extra.get("step"), "epoch": extra.get("epoch"), **self.info}
+        save_checkpoint(tensors, extra, self.checkpoint, info, self.main)
+
+    def load(self, template: dict[str, Any]) -> dict[str, Any]:
+        """Fill ``template`` (the live trainer's state) from the last checkpoint."""
+        import torch.distributed.checkpoint as dcp
+
+        folder = _complete(self.folder)
+        try:
+            if folder is None:
+                raise FileNotFoundError(f"no checkpoint in {self.folder}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "assuming ... a single process": it is one
+                dcp.load(template, checkpoint_id=folder)
+            extra = torch.load(folder / EXTRA, map_location="cpu", weights_only=True)
+        except BaseException as exc:  # a damaged folder: DCP raises many types
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            raise TrainingError(
+                f"the checkpoint of run {self.id} ({self.checkpoint}) is damaged "
+                f"({type(exc).__name__}: {shorten(_reason(exc), 100)}); delete {self.folder} and "
+                "train without --resume"
+            ) from None
+        return {**template, "extra": extra}
+
+    def forget_checkpoint(self) -> None:
+        """A fine-tune's round is done: the next round's trainer starts afresh."""
+        if self.main:
+            for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
+                shutil.rmtree(self.folder / name, ignore_errors=True)
 
     def record_data(self, data: dict[str, Any]) -> None:
         """Add the fingerprint of the data the run reads to its meta.json."""
+        if not self.main:
+            return
         path = self.folder / "meta.json"
         meta = json.loads(path.read_text(encoding="utf-8"))
         meta["data"] = data
@@ -93,13 +184,17 @@ class Run:
 
     def release(self) -> None:
         """Let go of the lock; the folder stays when it holds a checkpoint to resume."""
+        if self._lock is None:
+            return
         if not self._lock.closed:
             self._lock.close()
-        if not self.checkpoint.exists():
+        if _complete(self.folder) is None:
             self._remove()
 
     def finish(self) -> None:
         """The run is stored: nothing is left to resume."""
+        if self._lock is None:
+            return
         if not self._lock.closed:
             self._lock.close()
         self._remove()
@@ -157,12 +252,17 @@ class Runs:
         (folder / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return Run(folder, lock)
 
+    def join(self, run_id: str) -> Run:
+        """Rank 0's run, for another rank: same folder, no lock (rank 0 holds it)."""
+        return Run(self.folder / run_id, None)
+
     def _interrupted(self) -> list[Path]:
         """Folders of runs with a checkpoint, newest checkpoint first."""
         if not self.folder.is_dir():
             return []
-        found = [p for p in self.folder.iterdir() if (p / "checkpoint.pt").is_file()]
-        return sorted(found, key=lambda p: (p / "checkpoint.pt").stat().st_mtime, reverse=True)
+        found = [(folder, p) for p in self.folder.iterdir() if (folder := _complete(p))]
+        found.sort(key=lambda fp: (fp[0] / INFO).stat().st_mtime, reverse=True)
+        return [p for _, p in found]
 
     def resume(
         self, run_id: str | None, accept: Callable[[dict[str, Any]], T]
@@ -188,7 +288,7 @@ class Runs:
             run = Run(folder, lock)
             try:
                 accepted = accept(self._meta(run))
-                return run, self._checkpoint(run), accepted
+                return run, run.saved() or {}, accepted
             except TrainingError as exc:
                 run.release()
                 if run_id is not None:
@@ -214,19 +314,6 @@ class Runs:
                 f"a checkpoint: {known}"
             )
         return chosen
-
-    def _checkpoint(self, run: Run) -> dict[str, Any]:
-        try:
-            state: dict[str, Any] = torch.load(
-                run.checkpoint, map_location="cpu", weights_only=True
-            )
-        except Exception as exc:  # a truncated or damaged file: torch raises many types
-            raise TrainingError(
-                f"the checkpoint of run {run.id} ({run.checkpoint}) is damaged "
-                f"({type(exc).__name__}: {shorten(str(exc), 100)}); delete {run.folder} and "
-                "train without --resume"
-            ) from None
-        return state
 
     def _meta(self, run: Run) -> dict[str, Any]:
         try:

@@ -20,6 +20,7 @@ from tensorsmith.models import build_model
 from tensorsmith.tasks import Prepared, Task
 from tensorsmith.tasks.base import LossOf
 from tensorsmith.training.callbacks import CheckpointSchedule, EarlyStopping
+from tensorsmith.training.distributed import World
 from tensorsmith.training.hardware import (
     hardware,
     library_versions,
@@ -29,7 +30,7 @@ from tensorsmith.training.hardware import (
 from tensorsmith.training.mfu import confirm_peak, peak_flops
 from tensorsmith.training.progress import Progress
 from tensorsmith.training.state import Callback
-from tensorsmith.training.trainer import Evaluate, FitResult, Trainer
+from tensorsmith.training.trainer import Evaluate, FitResult, Resume, Trainer
 
 __all__ = ["Adapt", "Trained", "train_module"]
 
@@ -63,6 +64,7 @@ def _callbacks(
     monitor_mode: str | None,
     flops_per_unit: float,
     peak: float,
+    main: bool = True,
 ) -> list[Callback]:
     spec = task.recipe.train
     callbacks: list[Callback] = []
@@ -73,6 +75,8 @@ def _callbacks(
     callbacks.append(
         CheckpointSchedule(spec.checkpoint_every, spec.checkpoint_seconds, per_step=step_mode)
     )
+    if not main:  # rank 0 alone shows progress
+        return callbacks
     rate_unit = "tokens" if feed.tokens_per_sample > 1 else "samples"
     log_every = int(getattr(spec, "log_every", 1))
     callbacks.append(
@@ -87,45 +91,68 @@ def train_module(
     evaluate: Evaluate | None,
     console: Console,
     cache: Path,
-    resume: dict[str, Any] | None = None,
+    resume: Resume | None = None,
     save: Callable[[dict[str, Any]], None] | None = None,
     monitor_mode: str | None = None,
     adapt: Adapt | None = None,
     loss: LossOf | None = None,
+    world: World | None = None,
 ) -> Trained:
     """Build the module, train it with the task's loss, and measure the run.
 
     ``adapt`` (a fine-tune's start) takes the new module and returns the module to train (its
     weights loaded, layers frozen or wrapped in adapters) and its optimizer groups. ``loss``
     replaces the task's own (a distillation's loss, which reads a teacher's outputs too).
+    ``world``: this process's rank of a distributed run (every rank calls this).
     """
-    recipe, spec, feed = task.recipe, task.recipe.train, prepared.train
-    torch.manual_seed(spec.seed)
-    module = build_model(recipe.model, prepared.dims)
-    groups = None
-    if adapt is not None:
-        module, groups = adapt(module)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    spec, feed = task.recipe.train, prepared.train
+    world = world or World()
+    module, groups = _build(task, prepared, adapt)
+    device = world.device if world.many else "cuda" if torch.cuda.is_available() else "cpu"
     tokens = int(feed.tokens_per_sample)
     flops = _flops_per_sample(module, tokens)
     measured = callable(getattr(module, "flops_per_token", None))
     precision = resolve_precision(spec.precision, device)
     threads = spec.threads or torch.get_num_threads()
     peak = peak_flops(device, precision, cache, threads) if measured else 0.0
-    callbacks = _callbacks(task, feed, console, monitor_mode, flops / tokens, peak)
-    trainer = Trainer(spec, callbacks, device, save, precision)
+    callbacks = _callbacks(task, feed, console, monitor_mode, flops / tokens, peak, world.main)
+    trainer = Trainer(spec, callbacks, device, save, precision, world)
     groups_of = getattr(module, "optim_groups", None)
     if groups is None and callable(groups_of):
         groups = groups_of(spec.optimizer.weight_decay)
     fit = trainer.fit(module, feed, loss or task.loss(), evaluate, groups, resume)
+    if world.strategy == "fsdp":  # every rank gets the whole model back, unsharded
+        weights = world.broadcast(world.weights(module))
+        module, _ = _build(task, prepared, adapt)
+        module.load_state_dict(weights)
     module = module.cpu().eval()
     record = _record(module, fit, spec, device, precision, flops, tokens)
+    if world.many:
+        record["distributed"] = {**world.record(), "ranks": _ranks(world, fit, tokens)}
     if peak:
         rate = record["samples_per_second"]
         peak = confirm_peak(device, precision, cache, rate * flops, peak, threads)
         record["peak_flops"] = peak
         record["mfu"] = min(rate * flops / peak, 1.0)
     return Trained(module, fit, record)
+
+
+def _build(
+    task: Task, prepared: Prepared, adapt: Adapt | None
+) -> tuple[nn.Module, list[dict[str, Any]] | None]:
+    """The seeded module (and its optimizer groups), adapted for a fine-tune's start."""
+    torch.manual_seed(task.recipe.train.seed)
+    module = build_model(task.recipe.model, prepared.dims)
+    return adapt(module) if adapt is not None else (module, None)
+
+
+def _ranks(world: World, fit: FitResult, tokens: int) -> list[dict[str, float]]:
+    """Each rank's own throughput: the rows it trained on over its own training time."""
+    local = fit.samples / world.size / fit.train_seconds if fit.train_seconds > 0 else 0.0
+    mine = {"rank": world.rank, "samples_per_second": local, "train_seconds": fit.train_seconds}
+    if tokens > 1:
+        mine["tokens_per_second"] = local * tokens
+    return list(world.gather(mine))
 
 
 def _record(

@@ -8,6 +8,7 @@ one model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,21 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     best_row: dict[str, float] | None = None  # the restored best evaluation, if any
     resumed_from: int | None = None  # the epoch or step a resumed run continued from
+    # a copy of the whole model's weights, and loading one back: the trainer sets these so a
+    # callback works unchanged when the model is sharded over several processes
+    weights: Callable[[], dict[str, torch.Tensor]] | None = None
+    load_weights: Callable[[dict[str, torch.Tensor]], None] | None = None
+
+    def copy_weights(self) -> dict[str, torch.Tensor]:
+        if self.weights is not None:
+            return self.weights()
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        if self.load_weights is not None:
+            self.load_weights(weights)
+        else:
+            self.model.load_state_dict(weights)
 
     @property
     def counter(self) -> int:

@@ -26,6 +26,7 @@ from torch import nn
 
 from tensorsmith.errors import TrainingError, TrainingInterrupted
 from tensorsmith.recipe import TrainSpec
+from tensorsmith.training.distributed import World
 from tensorsmith.training.optim import build_optimizer, build_schedule
 from tensorsmith.training.state import Callback, TrainControl, TrainState
 
@@ -34,6 +35,7 @@ __all__ = ["FitResult", "Trainer"]
 Batch = tuple[torch.Tensor, ...]
 LossOf = Callable[[nn.Module, Batch], torch.Tensor]
 Evaluate = Callable[[nn.Module], dict[str, float]]
+Resume = Callable[[dict[str, Any]], dict[str, Any]]  # fills a state template from a checkpoint
 
 
 def _catch_signals(handler: Callable[[int, Any], None]) -> dict[int, Any]:
@@ -70,10 +72,12 @@ class Trainer:
         device: str = "cpu",
         save: Callable[[dict[str, Any]], None] | None = None,
         precision: str | None = None,
+        world: World | None = None,
     ) -> None:
         self.spec = spec
         self.callbacks = list(callbacks)
-        self.device = torch.device(device)
+        self.world = world or World()
+        self.device = torch.device(self.world.device if self.world.many else device)
         self.save = save  # writes a checkpoint when a callback asks for one
         self.precision = precision or spec.precision  # "fp32" or "bf16" ("auto" resolved)
         self.control = TrainControl()
@@ -81,10 +85,22 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
+        """The whole state: the model and optimizer by parameter name (sharded under FSDP), for
+        ``torch.distributed.checkpoint``, and the rest (``extra``: rank 0's, a plain dict)."""
+        from torch.distributed.checkpoint import state_dict as dcp_state
+
+        model = self.state.model
+        state: dict[str, Any] = {"model": dcp_state.get_model_state_dict(model)}
+        if not self._closure:  # L-BFGS keeps its own state in the extra bytes (below)
+            state["optimizer"] = dcp_state.get_optimizer_state_dict(model, self.optimizer)
+        extra = self._extra()  # a collective under FSDP (the callbacks' gathered weights)
+        if self.world.main:
+            state["extra"] = extra
+        return state
+
+    def _extra(self) -> dict[str, Any]:
         s = self.state
         return {
-            "model": s.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "plateau": self.plateau.state_dict() if self.plateau else None,
             "rng": torch.get_rng_state(),
@@ -94,14 +110,34 @@ class Trainer:
             "batch": s.batch,
             "history": list(s.history),
             "elapsed": self.elapsed + time.perf_counter() - self._t0,
-            "running": [float(self._loss_sum), self._loss_count],
+            "running": [self._running(), self._loss_count],
             "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "closure_optimizer": self.optimizer.state_dict() if self._closure else None,
         }
 
-    def _load_state_dict(self, saved: dict[str, Any]) -> None:
+    def _running(self) -> float:
+        """The period's loss so far, summed over the ranks and divided by their number (what
+        every rank starts from after a resume, with any world size)."""
+        running = self._loss_sum.detach().clone()
+        if self.world.many:
+            torch.distributed.all_reduce(running)
+            running /= self.world.size
+        return float(running)
+
+    def _load_state_dict(self, resume: Resume) -> None:
+        from torch.distributed.checkpoint import state_dict as dcp_state
+
+        template = self.state_dict()
+        template.pop("extra", None)
+        loaded = resume(template)
+        model = self.state.model
+        dcp_state.set_model_state_dict(model, loaded["model"])
+        saved = loaded["extra"]
+        if self._closure:
+            self.optimizer.load_state_dict(saved["closure_optimizer"])
+        else:
+            dcp_state.set_optimizer_state_dict(model, self.optimizer, loaded["optimizer"])
         s = self.state
-        s.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
         if self.scheduler and saved["scheduler"]:
             self.scheduler.load_state_dict(saved["scheduler"])
         if self.plateau and saved["plateau"]:
@@ -126,7 +162,7 @@ class Trainer:
         loss_of: LossOf,
         evaluate: Evaluate | None = None,
         param_groups: list[dict[str, Any]] | None = None,
-        resume: dict[str, Any] | None = None,
+        resume: Resume | None = None,
     ) -> FitResult:
         threads = torch.get_num_threads()
         if self.spec.threads:
@@ -147,10 +183,18 @@ class Trainer:
 
     def _setup(self, model: nn.Module, feed: Any, param_groups: list[dict[str, Any]] | None) -> int:
         """Optimizer, schedules and state; returns the optimizer steps of the whole run."""
-        spec = self.spec
+        spec, world = self.spec, self.world
         torch.manual_seed(spec.seed + 1)  # dropout's stream; the caller seeded the model init
         model.to(self.device)
-        self.optimizer = build_optimizer(param_groups or model.parameters(), spec.optimizer)
+        names = {id(p): n for n, p in model.named_parameters()}
+        groups = [{**g, "params": [names[id(p)] for p in g["params"]]} for g in param_groups or []]
+        self.net = world.wrap(model, self.precision == "bf16")  # FSDP replaces the parameters
+        if world.many:
+            feed.shard(world.rank, world.size)
+        params = dict(model.named_parameters())
+        for g in groups:
+            g["params"] = [params[n] for n in g["params"]]
+        self.optimizer = build_optimizer(groups or model.parameters(), spec.optimizer)
         self._closure = isinstance(self.optimizer, torch.optim.LBFGS)
         if feed.unit == "epoch":
             total_steps = spec.length * math.ceil(len(feed) / spec.grad_accum)
@@ -158,6 +202,8 @@ class Trainer:
             total_steps = spec.length
         self.scheduler, self.plateau = build_schedule(self.optimizer, spec.schedule, total_steps)
         self.state = TrainState(model, spec.length, feed.unit, feed.tokens_per_sample)
+        self.state.weights = lambda: world.weights(model)
+        self.state.load_weights = lambda w: world.load_weights(model, w)
         self.elapsed = 0.0
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
@@ -171,7 +217,7 @@ class Trainer:
         loss_of: LossOf,
         evaluate: Evaluate | None,
         param_groups: list[dict[str, Any]] | None,
-        resume: dict[str, Any] | None,
+        resume: Resume | None,
     ) -> FitResult:
         self._setup(model, feed, param_groups)
         if resume is not None:
@@ -231,6 +277,7 @@ class Trainer:
             row = {"step": 0.0, **self._evaluate(model)}
         model.train()
         row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        row = self.world.broadcast(row)
         self.state.history.append(row)
         for cb in self.callbacks:
             cb.on_eval_end(self.state, self.control, row)
@@ -244,8 +291,7 @@ class Trainer:
         """``loss_of`` as is, or compiled (falling back to eager with a warning)."""
         if not self.spec.compile:
             return loss_of, False, []
-        model = self.state.model
-        compiled_model = cast(nn.Module, torch.compile(model))
+        compiled_model = cast(nn.Module, torch.compile(self.net))
         probe = next(iter(feed.batches(0))) if feed.unit == "epoch" else next(feed.stream(0))
         rng = torch.get_rng_state()  # the probe must not shift dropout's stream (exact resume)
         try:
@@ -266,14 +312,19 @@ class Trainer:
             return batch
         return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
-    def _micro(self, forward: LossOf, batch: Batch, accum: int) -> None:
+    def _micro(self, forward: LossOf, batch: Batch, accum: int, share: float = 1.0) -> None:
+        """One micro-batch. ``share`` weighs a rank's part of a global batch (its rows × world
+        size / the batch's rows), so the ranks' averaged gradient is the global batch's."""
         batch = self._to_device(batch)
         with self._autocast():
-            loss = forward(self.state.model, batch)
+            loss = forward(self.net, batch)
+            if share != 1.0:
+                loss = loss * share
         (loss / accum if accum > 1 else loss).backward()
         self._loss_sum += loss.detach().float()  # stays on the device: no sync per step
         self._loss_count += 1
-        self.state.samples += batch[0].shape[0]
+        if share:
+            self.state.samples += round(batch[0].shape[0] * self.world.size / share)
 
     def _closure_step(self, forward: LossOf, batch: Batch) -> None:
         """One step of an optimizer that re-evaluates the loss (L-BFGS)."""
@@ -282,7 +333,7 @@ class Trainer:
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                loss = forward(self.state.model, batch)
+                loss = forward(self.net, batch)
             loss.backward()
             return loss
 
@@ -310,17 +361,20 @@ class Trainer:
         accum, n_batches, s = self.spec.grad_accum, len(feed), self.state
         step_callbacks, closure, control = self._step_callbacks, self._closure, self.control
         while s.epoch < s.total and not control.stop:
-            for i, batch in enumerate(feed.batches(s.epoch, s.batch), start=s.batch):
+            shares = feed.shares(s.epoch, s.batch)
+            batches = zip(feed.batches(s.epoch, s.batch), shares, strict=False)
+            for i, (batch, share) in enumerate(batches, start=s.batch):
                 if closure:
                     self._closure_step(forward, batch)
                 else:
-                    self._micro(forward, batch, accum)
+                    self._micro(forward, batch, accum, share)
                     if accum > 1 and (i + 1) % accum and i + 1 != n_batches:
                         continue
                     self._optimizer_step()
                 s.batch = i + 1
                 for cb in step_callbacks:
                     cb.on_step_end(s, control, self._loss_sum)
+                self._agree()
                 if control.interrupted:
                     return
             s.epoch += 1
@@ -342,7 +396,17 @@ class Trainer:
                 cb.on_step_end(s, self.control, last)
             self._maybe_save()
 
+    def _agree(self) -> None:
+        """Several ranks: stop, save and interrupt hold on every rank when any rank asks."""
+        if not self.world.many:
+            return
+        c = self.control
+        c.stop, c.save, c.interrupted = self.world.agree(c.stop, c.save, c.interrupted)
+        if c.stop and c.stop_reason is None and not c.interrupted:
+            c.stop_reason = "another rank stopped the run"
+
     def _maybe_save(self) -> None:
+        self._agree()
         if self.control.save:
             self.control.save = False
             if self.save is not None:
@@ -352,6 +416,9 @@ class Trainer:
         """Evaluate, record a history row and tell the callbacks."""
         if not self._loss_count:
             raise TrainingError("the train split produced no batches; it needs at least one row")
+        if self.world.many:  # each rank's weighted loss: their sum / size is the global batch's
+            torch.distributed.all_reduce(self._loss_sum)
+            self._loss_sum /= self.world.size
         row["train_loss"] = float(self._loss_sum) / self._loss_count
         if not math.isfinite(row["train_loss"]):
             raise TrainingError(
@@ -368,6 +435,7 @@ class Trainer:
                 row.update(self._evaluate(model))
             model.train()
         row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        row = self.world.broadcast(row)  # one row, rank 0's, decides for every rank
         if self.plateau is not None:
             self.plateau.step(row.get("valid_loss", row["train_loss"]))
         self.state.history.append(row)
