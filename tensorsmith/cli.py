@@ -72,6 +72,12 @@ Store = Annotated[
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="show the traceback of errors")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="override a recipe key: a.b=c")]
+Nproc = Annotated[
+    int | None,
+    typer.Option("--nproc-per-node", help="train as N processes on this machine (torchrun)"),
+]
+Restarts = Annotated[int, typer.Option(help="restart every rank up to N times when one fails")]
+MasterPort = Annotated[int | None, typer.Option(help="the ranks' rendezvous port (default: free)")]
 
 
 def _guarded(fn: F) -> F:
@@ -152,18 +158,24 @@ def train(
         ),
     ] = False,
     run_id: Annotated[str | None, typer.Option("--run-id", hidden=True)] = None,
+    nproc_per_node: Nproc = None,
+    max_restarts: Restarts = 0,
+    master_port: MasterPort = None,
     debug: Debug = False,
 ) -> None:
     """Train RECIPE and store the model as a new version."""
     from tensorsmith import api
+    from tensorsmith.api.distributed import Launch
 
-    model = api.train(recipe, set_, store=store, resume=run_id or resume, console=out)
+    ranks = Launch.of(nproc_per_node, max_restarts, master_port)
+    model = api.train(recipe, set_, store, run_id or resume, out, ranks)
     _exit_on_failed_gate(model)
 
 
 def _exit_on_failed_gate(model: Any) -> None:
     gate = model.run.get("gate")
-    if gate and not gate["passed"]:
+    if gate and not gate["passed"] and not os.environ.get("TENSORSMITH_RESULT"):  # the
+        # launcher of the ranks (--nproc-per-node) judges the gate, not each rank
         failed = [c for c in gate["conditions"] if not c["passed"]]
         shown = "; ".join(c["reason"] or c["metric"] for c in failed)
         raise GateFailed(
@@ -188,12 +200,17 @@ def finetune(
     store: Store = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted fine-tune")] = False,
     run_id: Annotated[str | None, typer.Option("--run-id", hidden=True)] = None,
+    nproc_per_node: Nproc = None,
+    max_restarts: Restarts = 0,
+    master_port: MasterPort = None,
     debug: Debug = False,
 ) -> None:
     """Fine-tune from --from in rounds until the recipe's gate holds (exit 3 when it never does)."""
     from tensorsmith import api
+    from tensorsmith.api.distributed import Launch
 
-    model = api.finetune(recipe, source, set_, store=store, resume=run_id or resume, console=out)
+    ranks = Launch.of(nproc_per_node, max_restarts, master_port)
+    model = api.finetune(recipe, source, set_, store, run_id or resume, out, ranks)
     _exit_on_failed_gate(model)
 
 
@@ -342,14 +359,11 @@ def compress(
     debug: Debug = False,
 ) -> None:
     """Quantize, prune, distill or export MODEL: a child version, measured beside its parent."""
+    options = {k: v for k, v in locals().items() if k not in ("model", "store", "debug")}
     from tensorsmith import api
     from tensorsmith.api.compression import Compression
 
-    how = Compression(
-        quantize, prune, structured, recover_epochs, distill, temperature, alpha, onnx,
-        preprocessing,
-    )  # fmt: skip
-    api.compress(model, how, store, console=out)
+    api.compress(model, Compression(**options), store, console=out)
 
 
 @app.command()
@@ -407,26 +421,11 @@ def serve(
     debug: Debug = False,
 ) -> None:
     """Serve models over HTTP: predictions, OpenAI-compatible completions, metrics, a page at /."""
+    options = {k: v for k, v in locals().items() if k not in ("store", "debug")}
     from tensorsmith import api
     from tensorsmith.serving.config import ServeConfig
 
-    config = ServeConfig(
-        models=models,
-        host=host,
-        port=port,
-        workers=workers,
-        threads=threads,
-        max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms,
-        max_queue=max_queue,
-        max_rows=max_rows,
-        max_streams=max_streams,
-        max_tokens=max_tokens,
-        api_key=api_key,
-        timeout=timeout,
-        max_body=max_body,
-    )
-    api.serve(config, store)
+    api.serve(ServeConfig(**options), store)
 
 
 @app.command()

@@ -23,7 +23,8 @@ from tensorsmith.training.checkpoints import Run
 from tensorsmith.training.run import Trained
 
 if TYPE_CHECKING:
-    from tensorsmith.api.model import Model
+    from tensorsmith.api.distributed import Launch, run_ranks
+from tensorsmith.api.model import Model
 
 __all__ = ["Extras", "fine_tune", "finetune", "finetune_recipe", "promote_passed"]
 
@@ -124,11 +125,15 @@ def finetune(
     store: str | Path | None = None,
     resume: bool | str = False,
     console: Console | None = None,
+    ranks: Launch | None = None,
 ) -> Model:
-    """Fine-tune from ``source`` (or ``finetune.from``) in rounds until the gate holds."""
+    """Fine-tune from ``source`` (or ``finetune.from``) in rounds until the gate holds;
+    ``ranks``: as that many processes (torchrun's launcher)."""
     from tensorsmith.api.training import run_recipe
 
     parsed, start = finetune_recipe(recipe, source, overrides, store)
+    if ranks is not None:
+        return run_ranks("finetune", recipe, parsed, overrides, store, resume, ranks, source)
     return run_recipe(parsed, store, resume, console, start)
 
 

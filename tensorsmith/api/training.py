@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from tensorsmith.api.distributed import Launch, run_ranks
 from tensorsmith.api.finetuning import Extras, fine_tune, promote_passed
 from tensorsmith.api.model import Model
 from tensorsmith.api.recipes import RecipeLike, validate
@@ -34,6 +35,7 @@ from tensorsmith.tasks import Outputs, Prepared, Task, create_task
 from tensorsmith.tasks.predictor import Predictor
 from tensorsmith.training.checkpoints import Run, Runs, check_resumable
 from tensorsmith.training.distributed import World, join, leave
+from tensorsmith.training.launch import RESULT, record_failure
 from tensorsmith.training.run import Trained, train_module
 
 
@@ -56,11 +58,13 @@ def train(
     store: str | Path | None = None,
     resume: bool | str = False,
     console: Console | None = None,
+    ranks: Launch | None = None,
 ) -> Model:
     """Train a recipe and store the model as a new version; returns the stored model.
 
     ``resume``: True continues the newest interrupted run of the recipe's name, a run id that
-    run; the checkpoint's fixed keys and the data must be unchanged.
+    run; the checkpoint's fixed keys and the data must be unchanged. ``ranks``: train as that
+    many processes (torchrun's launcher), each on its share of every batch.
     """
     parsed = validate(recipe, overrides)
     if parsed.finetune is not None:
@@ -68,6 +72,8 @@ def train(
             "this recipe has a finetune section: fine-tune it with `tensorsmith finetune "
             "RECIPE`, or remove the section to train from scratch"
         )
+    if ranks is not None:
+        return run_ranks("train", recipe, parsed, overrides, store, resume, ranks)
     return run_recipe(parsed, store, resume, console)
 
 
@@ -82,7 +88,9 @@ def run_recipe(
     started = time.perf_counter()
     root = store_root(store)
     check_writable(root)
-    world = join(parsed.train.distributed)  # one process, or a rank of a torchrun job
+    world = join(
+        parsed.train.distributed, parsed.train.batch_size
+    )  # one process, or a rank of a torchrun job
     try:
         out = console or Console(highlight=False)
         if not world.main:  # rank 0 alone speaks
@@ -98,6 +106,10 @@ def run_recipe(
             raise
         run.finish()
         return model
+    except BaseException as exc:
+        if world.many:
+            record_failure(exc)  # the launcher's report names this rank and this cause
+        raise
     finally:
         leave(world)
 
@@ -188,6 +200,8 @@ def _train_run(
     version, path = _store(root, task, prepared, trained, evaluator, metrics, gate, started, extras)
     _report(out, task, trained, metrics, gate, version, path)
     promote_passed(root, task, gate, version, out)
+    if os.environ.get(RESULT):  # the launcher that started the ranks returns this version
+        Path(os.environ[RESULT]).write_text(str(path.resolve()), encoding="utf-8")
     world.broadcast(path)
     return Model(Predictor.load(path))
 

@@ -18,7 +18,7 @@ from tensorsmith.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["ACTIVATIONS", "MODELS", "build_model", "check_model"]
+__all__ = ["ACTIVATIONS", "MODELS", "build_model", "check_model", "shardable"]
 
 MODELS: Registry[Any] = Registry("architecture", "model.arch")
 MODELS.register_lazy("linear", "tensorsmith.models.linear:Linear")
@@ -42,3 +42,8 @@ def check_model(spec: Any) -> None:
 def build_model(spec: Any, dims: dict[str, Any]) -> nn.Module:
     module: nn.Module = MODELS.get(spec.arch).from_spec(spec, dims)
     return module
+
+
+def shardable(arch: str) -> bool:
+    """Whether FSDP can shard the architecture: its class names its blocks (``fsdp_blocks``)."""
+    return callable(getattr(MODELS.get(arch), "fsdp_blocks", None))

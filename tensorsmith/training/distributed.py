@@ -29,7 +29,7 @@ from torch import nn
 
 from tensorsmith.errors import RecipeError
 
-__all__ = ["World", "join", "leave", "strategy_for"]
+__all__ = ["World", "check_batch", "join", "leave", "strategy_for"]
 
 TIMEOUT = dt.timedelta(minutes=10)  # a collective that waits this long has lost a rank
 
@@ -44,6 +44,18 @@ def strategy_for(setting: str, size: int) -> str:
             "run one process"
         )
     return setting
+
+
+def check_batch(batch_size: int, size: int) -> None:
+    """The global batch must split evenly over the ranks (each trains on batch / size rows)."""
+    if batch_size % size == 0:
+        return
+    below = batch_size - batch_size % size
+    nearest = " or ".join(str(b) for b in (below, below + size) if b > 0)
+    raise RecipeError(
+        f"train.batch_size {batch_size} does not split over {size} processes; each trains on "
+        f"batch_size / {size} rows: set train.batch_size to {nearest}"
+    )
 
 
 @dataclass
@@ -149,12 +161,13 @@ def _blocks(module: nn.Module) -> Iterator[nn.Module]:
     yield from blocks()
 
 
-def join(setting: str) -> World:
+def join(setting: str, batch_size: int) -> World:
     """This process's world: one process, or a rank of a torchrun job (the group opened)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     strategy = strategy_for(setting, size)
     if size == 1:
         return World(strategy=strategy)
+    check_batch(batch_size, size)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     device = f"cuda:{local}" if cuda else "cpu"

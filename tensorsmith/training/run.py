@@ -7,6 +7,7 @@ starting point) load by name where names and shapes match.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,13 @@ def _flops_per_sample(module: nn.Module, tokens_per_sample: int) -> float:
     return 6.0 * _parameters(module)
 
 
+class _Discard(io.StringIO):
+    """A stream that keeps nothing (another rank's progress)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 def _callbacks(
     task: Task,
     feed: Any,
@@ -75,12 +83,12 @@ def _callbacks(
     callbacks.append(
         CheckpointSchedule(spec.checkpoint_every, spec.checkpoint_seconds, per_step=step_mode)
     )
-    if not main:  # rank 0 alone shows progress
-        return callbacks
+    stream = console.file if main else _Discard()  # rank 0 alone shows progress; every rank
+    # keeps the same callbacks, so each loads the one checkpoint's callback states
     rate_unit = "tokens" if feed.tokens_per_sample > 1 else "samples"
     log_every = int(getattr(spec, "log_every", 1))
     callbacks.append(
-        Progress(spec.length, feed.unit, log_every, rate_unit, flops_per_unit, peak, console.file)
+        Progress(spec.length, feed.unit, log_every, rate_unit, flops_per_unit, peak, stream)
     )
     return callbacks
 
@@ -114,7 +122,10 @@ def train_module(
     measured = callable(getattr(module, "flops_per_token", None))
     precision = resolve_precision(spec.precision, device)
     threads = spec.threads or torch.get_num_threads()
-    peak = peak_flops(device, precision, cache, threads) if measured else 0.0
+    # one process's peak (rank 0 measures it, into the cache); the run's is the ranks' sum
+    one = peak_flops(device, precision, cache, threads) if measured and world.main else 0.0
+    one = float(world.broadcast(one))
+    peak = one * world.size
     callbacks = _callbacks(task, feed, console, monitor_mode, flops / tokens, peak, world.main)
     trainer = Trainer(spec, callbacks, device, save, precision, world)
     groups_of = getattr(module, "optim_groups", None)
@@ -129,10 +140,10 @@ def train_module(
     record = _record(module, fit, spec, device, precision, flops, tokens)
     if world.many:
         record["distributed"] = {**world.record(), "ranks": _ranks(world, fit, tokens)}
-    if peak:
+    if peak and world.main:
         rate = record["samples_per_second"]
-        peak = confirm_peak(device, precision, cache, rate * flops, peak, threads)
-        record["peak_flops"] = peak
+        one = confirm_peak(device, precision, cache, rate * flops / world.size, one, threads)
+        record["peak_flops"] = peak = one * world.size
         record["mfu"] = min(rate * flops / peak, 1.0)
     return Trained(module, fit, record)
 

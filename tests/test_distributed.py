@@ -1,0 +1,356 @@
+"""Training as several processes on torch.distributed (gloo on this CPU), started by torchrun.
+
+Two processes with half the batch each follow one process with the whole batch: the loss curves
+agree within 1e-4 (the MLP, and the GPT under DDP and FSDP; the MLP's weights too: Adam's
+normalisation magnifies float-rounding differences in a GPT's near-zero gradients). A run
+killed with SIGKILL resumes with two processes or one. A rank that dies is named with its
+cause; --max-restarts restarts the ranks, which resume. Bad settings are refused before a
+process starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import EXAMPLES, INFO, run_cli, run_cli_process
+from safetensors.torch import load_file
+
+from tensorsmith.data.loading import shard_of
+
+XOR = EXAMPLES / "xor_mlp" / "recipe.yaml"
+# 120 train rows in batches of 14: the last batch has 8 rows, and its two parts differ in size
+# only when the world has 3 ranks; batch 14 over 2 ranks gives parts of 7
+SMALL = ["train.epochs=6", "train.batch_size=14", "evaluate.gate={}", "evaluate.plots=false"]
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="this torch has no torch.distributed"
+)
+
+
+def sets(*values: str) -> list[str]:
+    return [a for v in values for a in ("--set", v)]
+
+
+def train(store: Path, *values: str) -> list[str]:
+    """The arguments of ``tensorsmith train XOR`` with these keys, into ``store``."""
+    return ["train", str(XOR), *sets(*values), "--store", str(store)]
+
+
+def history(store: Path, name: str, version: int = 1) -> pd.DataFrame:
+    return pd.read_csv(store / name / str(version) / "history.csv")
+
+
+def weights(store: Path, name: str, version: int = 1) -> dict[str, torch.Tensor]:
+    return load_file(str(store / name / str(version) / "model.safetensors"))
+
+
+def run_json(store: Path, name: str, version: int = 1) -> dict[str, Any]:
+    return dict(json.loads((store / name / str(version) / "run.json").read_text()))
+
+
+def assert_same_curves(a: pd.DataFrame, b: pd.DataFrame, columns: list[str]) -> None:
+    assert len(a) == len(b) and len(a) > 1
+    for column in columns:
+        x, y = a[column].to_numpy(float), b[column].to_numpy(float)
+        finite = np.isfinite(x)
+        assert finite.sum() > 1 and np.array_equal(finite, np.isfinite(y)), column
+        assert np.abs(x[finite] - y[finite]).max() < 1e-4, (column, x, y)
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=tol, rtol=0), key
+
+
+# ----------------------------------------------------------------------------- the shards
+
+
+@pytest.mark.parametrize("rows,size", [(14, 2), (8, 3), (2, 3), (13, 2)])
+def test_the_parts_of_a_batch_cover_it_once_and_weigh_its_rows(rows: int, size: int) -> None:
+    index = torch.randperm(50)[:rows]
+    parts = [shard_of(index, 50, rank, size) for rank in range(size)]
+    real = [p for p, share in parts if share > 0]
+    assert torch.equal(torch.cat(real), index)  # every row once, in order
+    shares = [share for _, share in parts]
+    # the mean over the ranks of share × (a part's mean) is the mean of the whole batch
+    values = torch.randn(50)
+    whole = values[index].mean()
+    mean = sum(s * values[p].mean() for p, s in parts if s > 0) / size
+    assert torch.allclose(mean, whole, atol=1e-6)
+    assert sum(shares) == pytest.approx(size)
+    # a slice past the end of the data (an unshuffled last batch) is cut at the end
+    cut = [shard_of(slice(40, 40 + rows), 50, r, size) for r in range(size)]
+    covered = [i for part, share in cut if share > 0 for i in range(50)[part]]
+    assert covered == list(range(40, min(50, 40 + rows)))
+
+
+# ----------------------------------------------------------------------------- same result
+
+
+def test_two_processes_follow_one_the_mlp_through_torchrun(tmp_path: Path) -> None:
+    """The cluster form (torchrun -m tensorsmith) against one process, same global batch."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, out, err = run_cli("train", XOR, *sets(*SMALL), store=one)
+    assert code == 0, out + err
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    port = str(_free_port())
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2"]
+    proc = subprocess.run(
+        [*torchrun, f"--master-port={port}", "-m", "tensorsmith", *train(two, *SMALL)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_same_curves(
+        history(one, "xor-mlp"), history(two, "xor-mlp"), ["train_loss", "valid_loss"]
+    )
+    assert_same_weights(weights(one, "xor-mlp"), weights(two, "xor-mlp"), 1e-4)
+    record = run_json(two, "xor-mlp")["distributed"]
+    assert record["world_size"] == 2 and record["backend"] == "gloo"
+    assert record["strategy"] == "ddp"
+    assert [r["rank"] for r in record["ranks"]] == [0, 1]
+    assert all(r["samples_per_second"] > 0 for r in record["ranks"])
+    assert "distributed" not in run_json(one, "xor-mlp")
+    assert proc.stdout.count("saved ") == 1  # rank 0 alone speaks
+
+
+def _sonnets_recipe(folder: Path) -> Path:
+    raw = {
+        "name": "poems",
+        "task": "language-modeling",
+        "data": {
+            "source": str(EXAMPLES / "shakespeare_gpt" / "plays" / "sonnets.txt"),
+            "tokenizer": {"kind": "char"},
+            "split": {"valid": 0.1, "seed": 0},
+        },
+        "model": {
+            "arch": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32,
+            "dropout": 0.0,
+        },
+        "train": {
+            "max_steps": 6, "batch_size": 8, "eval_every": 3, "eval_batches": 3, "grad_clip": 1.0,
+            "precision": "fp32",
+            "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.1},
+            "schedule": {"name": "cosine", "warmup_steps": 2},
+        },
+        "evaluate": {"metrics": ["loss"], "samples": 0, "plots": False},
+    }  # fmt: skip
+    path = folder / "poems.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_two_processes_follow_one_the_gpt_with_ddp_and_fsdp(tmp_path: Path) -> None:
+    recipe = _sonnets_recipe(tmp_path)
+    one = tmp_path / "one"
+    code, out, err = run_cli("train", recipe, store=one)
+    assert code == 0, out + err
+    for strategy in ("ddp", "fsdp"):
+        store = tmp_path / strategy
+        code, out, err = run_cli_process(
+            "train", recipe, "--nproc-per-node", "2", *sets(f"train.distributed={strategy}"),
+            store=store,
+        )  # fmt: skip
+        assert code == 0, out + err
+        assert_same_curves(history(one, "poems"), history(store, "poems"), ["valid_loss"])
+        assert_same_curves(history(one, "poems"), history(store, "poems"), ["train_loss"])
+        record = run_json(store, "poems")
+        assert record["distributed"]["strategy"] == strategy
+        assert all(r["tokens_per_second"] > 0 for r in record["distributed"]["ranks"])
+        assert "tokens/s" in out and out.count("saved ") == 1
+
+
+# ----------------------------------------------------------------------------- killed, resumed
+
+
+LONG = ["train.epochs=40", "train.checkpoint_every=1", "evaluate.gate={}", "evaluate.plots=false"]
+
+
+def _start(store: Path, *args: str) -> subprocess.Popen[str]:
+    """``tensorsmith train XOR`` as two ranks, in its own process group (a scheduler's kill
+    reaches the launcher and every rank)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tensorsmith", *train(store, *LONG), "--nproc-per-node=2", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _checkpointed(store: Path, at_least: int = 2, proc: Any = None) -> dict[str, Any]:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        for info in (store / ".checkpoints" / "xor-mlp").glob(f"*/{INFO}"):
+            try:
+                saved = dict(json.loads(info.read_text()))
+            except (OSError, ValueError):
+                continue
+            if saved["epoch"] >= at_least:
+                return saved
+        assert proc is None or proc.poll() is None, "the run ended before a checkpoint"
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint within 120 s")
+
+
+def _ranks_of(launcher: int) -> dict[int, int]:
+    """rank → pid of the ranks a launcher started (read from /proc)."""
+    found: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[1]) == launcher:
+            env = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+            if "RANK" in env:
+                found[int(env["RANK"])] = int(entry.name)
+    return found
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a store whose two-rank run was SIGKILLed mid-run, a store of the same run uninterrupted)"""
+    root = tmp_path_factory.mktemp("killed")
+    whole = root / "whole"
+    code, out, err = run_cli_process(
+        "train", XOR, "--nproc-per-node", "2", *sets(*LONG), store=whole
+    )
+    assert code == 0, out + err
+    store = root / "store"
+    proc = _start(store)
+    saved = _checkpointed(store, 2, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < saved["epoch"] < 40 and saved["world_size"] == 2
+    return store, whole
+
+
+@pytest.mark.parametrize("nproc", [2, 1])
+def test_a_killed_run_resumes_with_two_processes_or_one(
+    killed: tuple[Path, Path], tmp_path: Path, nproc: int
+) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(killed[0], store)
+    ranks = ["--nproc-per-node", "2"] if nproc == 2 else []
+    code, out, err = run_cli_process("train", XOR, "--resume", *ranks, *sets(*LONG), store=store)
+    assert code == 0, out + err
+    assert "resuming run" in out and "written by 2 processes" in out
+    # the same world size reaches the same weights; another one, the same within float sums
+    tol = 1e-6 if nproc == 2 else 1e-4
+    assert_same_weights(weights(store, "xor-mlp"), weights(killed[1], "xor-mlp"), tol)
+    assert_same_curves(history(store, "xor-mlp"), history(killed[1], "xor-mlp"), ["valid_loss"])
+    assert not (store / ".checkpoints").exists()
+
+
+def test_resuming_with_another_strategy_is_refused(
+    killed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(killed[0], store)
+    code, out, err = run_cli(
+        "train", XOR, "--resume", *sets(*LONG, "train.distributed=none"), store=store
+    )
+    assert code == 1, out + err
+    assert "train.distributed ('auto' → 'none')" in err and "fixes" in err
+    assert list((store / ".checkpoints").glob(f"*/*/{INFO}"))  # the checkpoint stays
+
+
+# ----------------------------------------------------------------------------- a rank dies
+
+
+def test_a_rank_that_dies_is_named_with_its_cause(tmp_path: Path) -> None:
+    proc = _start(tmp_path / "store")
+    _checkpointed(tmp_path / "store", 1, proc)
+    ranks = _ranks_of(proc.pid)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    last = err.strip().splitlines()[-1]
+    assert f"rank 1 (pid {ranks[1]}) failed, killed by SIGKILL" in last, err
+    assert "Traceback" not in err
+
+
+def test_max_restarts_restarts_the_ranks_and_they_resume(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    proc = _start(store, "--max-restarts", "1")
+    _checkpointed(store, 1, proc)
+    os.kill(_ranks_of(proc.pid)[1], signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert "resuming run" in out
+    assert run_json(store, "xor-mlp")["epochs"] == 40
+
+
+# ----------------------------------------------------------------------------- bad settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_more_processes_than_cores_is_refused(tmp_path: Path) -> None:
+    code, _, err = run_cli("train", XOR, "--nproc-per-node", "999", store=tmp_path)
+    assert code == 2 and "more than the" in err and "CPU cores" in err and "at most" in err, err
+
+
+def test_a_batch_that_does_not_split_says_the_nearest_that_does(tmp_path: Path) -> None:
+    code, _, err = run_cli(
+        "train", XOR, "--nproc-per-node", "2", *sets("train.batch_size=11"), store=tmp_path
+    )
+    assert code == 2 and "train.batch_size 11 does not split over 2" in err, err
+    assert "set train.batch_size to 10 or 12" in err
+
+
+def test_fsdp_for_an_architecture_without_blocks_is_refused(tmp_path: Path) -> None:
+    code, _, err = run_cli(
+        "train", XOR, "--nproc-per-node", "2", *sets("train.distributed=fsdp"), store=tmp_path
+    )
+    assert code == 2 and "fsdp" in err and "mlp architecture has none" in err and "ddp" in err
+
+
+def test_a_port_in_use_is_refused(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = run_cli(
+            "train", XOR, "--nproc-per-node", "2", "--master-port", str(port), store=tmp_path
+        )
+    assert code == 2 and f"port {port} is already in use" in err, err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--nproc-per-node", "2", *sets("train.distributed=none")], "distributed is none but 2"),
+        (["--max-restarts", "2"], "go with --nproc-per-node"),
+        (["--nproc-per-node", "0"], "must be 1 or more"),
+    ],
+)
+def test_launcher_options_that_make_no_sense(tmp_path: Path, args: list[str], message: str) -> None:
+    code, _, err = run_cli("train", XOR, *args, store=tmp_path)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "xor-mlp").exists()
