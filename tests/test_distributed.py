@@ -275,6 +275,20 @@ def test_resuming_with_another_strategy_is_refused(
     assert list((store / ".checkpoints").glob(f"*/*/{INFO}"))  # the checkpoint stays
 
 
+def test_plan_compare_sets_the_plan_for_as_many_devices_as_ranks(
+    killed: tuple[Path, Path],
+) -> None:
+    code, out, err = run_cli("plan", "--compare", "xor-mlp", "--json", store=killed[1])
+    assert code == 0, out + err
+    shown = json.loads(out)
+    rows = {r["quantity"]: r for r in shown["rows"]}
+    rank = rows["samples per second per rank"]
+    ranks = run_json(killed[1], "xor-mlp")["distributed"]["ranks"]
+    assert rank["measured"] == pytest.approx(sum(r["samples_per_second"] for r in ranks) / 2)
+    assert rank["estimated"] == pytest.approx(rows["samples per second"]["estimated"] / 2)
+    assert any("planned as --devices 2" in note for note in shown["notes"])
+
+
 # ----------------------------------------------------------------------------- a rank dies
 
 

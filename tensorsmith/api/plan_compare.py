@@ -40,9 +40,17 @@ def compare(model: str, store: str | Path | None = None) -> tuple[str, Compariso
     local = hardware_device("local", store)
     job = plan_job(raw, None, Sizes(), store, local, resolved=resolved)
     job, notes = _as_run(job, run)
-    plan = estimate(job, Options(local))
+    ranks = run.get("distributed") or {}
+    devices = int(ranks.get("world_size", 1))
+    if devices > 1:
+        notes.append(
+            f"trained as {devices} processes ({ranks.get('strategy')}, {ranks.get('backend')}); "
+            f"planned as --devices {devices}: data-parallel, each with this machine's step time "
+            "÷ devices (communication not counted)"
+        )
+    plan = estimate(job, Options(local, devices))
     ref = f"{run.get('name', path.parent.name)}@{run.get('version', path.name)}"
-    return ref, _rows(plan, job, run), notes
+    return ref, _rows(plan, job, run, devices), notes
 
 
 def _as_run(job: Job, run: dict[str, Any]) -> tuple[Job, list[str]]:
@@ -59,14 +67,17 @@ def _as_run(job: Job, run: dict[str, Any]) -> tuple[Job, list[str]]:
     return replace(job, steps=steps), notes
 
 
-def _rows(plan: Plan, job: Job, run: dict[str, Any]) -> Comparison:
+def _rows(plan: Plan, job: Job, run: dict[str, Any], devices: int) -> Comparison:
     seconds = float(plan.value("training time"))
     samples = job.steps * job.batch_size * job.grad_accum
     rows: Comparison = [("training time", "s", seconds, float(run["train_seconds"]))]
-    if job.tokens_per_sample > 1 and run.get("tokens_per_second"):
-        rate = samples * job.tokens_per_sample / seconds
-        rows.append(("tokens per second", "1/s", rate, float(run["tokens_per_second"])))
-    else:
-        rows.append(("samples per second", "1/s", samples / seconds, run["samples_per_second"]))
+    tokens = job.tokens_per_sample > 1 and run.get("tokens_per_second")
+    unit, per = ("tokens", job.tokens_per_sample) if tokens else ("samples", 1)
+    rate = samples * per / seconds
+    rows.append((f"{unit} per second", "1/s", rate, float(run[f"{unit}_per_second"])))
+    if devices > 1:  # each rank's own rate, against the plan's share of one device
+        ranks = run["distributed"]["ranks"]
+        measured = sum(r[f"{unit}_per_second"] for r in ranks) / len(ranks)
+        rows.append((f"{unit} per second per rank", "1/s", rate / devices, measured))
     rows.append(("peak memory", "B", float(plan.value("peak")), float(run["peak_memory_bytes"])))
     return rows

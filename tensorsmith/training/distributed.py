@@ -175,8 +175,19 @@ def join(setting: str, batch_size: int) -> World:
     if cuda:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=TIMEOUT)
+        store = _store(rank, size)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=TIMEOUT)
     return World(rank, size, local, strategy, backend, device)
+
+
+def _store(rank: int, size: int) -> dist.Store:
+    """The ranks' key-value store, its keys under this attempt's prefix: after torchrun's agent
+    restarts the ranks (--max-restarts), the addresses the dead ranks published are not read."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # else rank 0 hosts it
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    store = dist.TCPStore(host, port, size, is_master=not agent and rank == 0, timeout=TIMEOUT)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"tensorsmith/attempt-{attempt}/", store)
 
 
 def leave(world: World) -> None:
