@@ -28,6 +28,7 @@ import torch
 import yaml
 from conftest import EXAMPLES, INFO, run_cli, run_cli_process
 from safetensors.torch import load_file
+from test_finetune import _poems_lm, _tiny_gpt2, _xor_child
 
 from tensorsmith.data.loading import shard_of
 
@@ -174,6 +175,46 @@ def test_two_processes_follow_one_the_gpt_with_ddp_and_fsdp(tmp_path: Path) -> N
         assert record["distributed"]["strategy"] == strategy
         assert all(r["tokens_per_second"] > 0 for r in record["distributed"]["ranks"])
         assert "tokens/s" in out and out.count("saved ") == 1
+
+
+def test_a_fine_tune_in_rounds_runs_as_two_processes(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    for store in (one, two):
+        code, out, err = run_cli("train", XOR, *sets("train.epochs=20", *SMALL[2:]), store=store)
+        assert code == 0, out + err
+    child = _xor_child(tmp_path, rounds=2)
+    code, out, err = run_cli("finetune", child, store=one)
+    assert code in (0, 3), out + err
+    code, out, err = run_cli_process("finetune", child, "--nproc-per-node", "2", store=two)
+    assert code in (0, 3), out + err
+    rounds = [run_json(store, "moons")["rounds"] for store in (one, two)]
+    assert len(rounds[0]) == len(rounds[1]) >= 1
+    for a, b in zip(*rounds, strict=True):
+        assert a["valid_log_loss"] == pytest.approx(b["valid_log_loss"], abs=1e-4)
+    assert run_json(two, "moons")["distributed"]["world_size"] == 2
+
+
+def test_a_hugging_face_checkpoint_fine_tunes_sharded_by_fsdp(tmp_path: Path) -> None:
+    recipe = _poems_lm(tmp_path, "poems-gpt2")
+    raw = yaml.safe_load(recipe.read_text())
+    del raw["model"]  # the checkpoint's architecture: hf-causal, GPT-2 blocks
+    raw["data"]["tokenizer"] = {"kind": "bpe"}
+    raw["train"]["precision"] = "fp32"
+    raw["finetune"] = {"from": "tiny-gpt2", "strategy": "full"}
+    recipe.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    _tiny_gpt2(tmp_path / "tiny-gpt2", tmp_path / "corpus")
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, out, err = run_cli("finetune", recipe, store=one)
+    assert code == 0, out + err
+    fsdp = sets("train.distributed=fsdp")
+    code, out, err = run_cli_process("finetune", recipe, "--nproc-per-node", "2", *fsdp, store=two)
+    assert code == 0, out + err
+    # GPT-2 keeps its dropout in training, so the train losses differ; evaluation has none
+    a, b = history(one, "poems-gpt2"), history(two, "poems-gpt2")
+    assert_same_curves(a, b, ["valid_loss"])
+    assert run_json(two, "poems-gpt2")["distributed"]["strategy"] == "fsdp"
+    whole, gathered = weights(one, "poems-gpt2"), weights(two, "poems-gpt2")  # not shards
+    assert {k: v.shape for k, v in whole.items()} == {k: v.shape for k, v in gathered.items()}
 
 
 # ----------------------------------------------------------------------------- killed, resumed

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from tensorsmith.api.distributed import Launch, run_ranks
 from tensorsmith.errors import RecipeError
 from tensorsmith.evaluation.evaluate import Evaluator
 from tensorsmith.evaluation.gate import GateResult, parse_gate
@@ -23,8 +24,7 @@ from tensorsmith.training.checkpoints import Run
 from tensorsmith.training.run import Trained
 
 if TYPE_CHECKING:
-    from tensorsmith.api.distributed import Launch, run_ranks
-from tensorsmith.api.model import Model
+    from tensorsmith.api.model import Model
 
 __all__ = ["Extras", "fine_tune", "finetune", "finetune_recipe", "promote_passed"]
 
