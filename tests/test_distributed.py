@@ -131,6 +131,24 @@ def test_two_processes_follow_one_the_mlp_through_torchrun(tmp_path: Path) -> No
     assert proc.stdout.count("saved ") == 1  # rank 0 alone speaks
 
 
+def test_early_stopping_stops_every_rank_at_the_epoch_one_process_stops(tmp_path: Path) -> None:
+    stop = [
+        "train.epochs=200",
+        "train.early_stopping={monitor: valid_loss, patience: 3, min_delta: 0.01}",
+        *SMALL[1:],
+    ]
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, out, err = run_cli("train", XOR, *sets(*stop), store=one)
+    assert code == 0, out + err
+    code, out, err = run_cli_process("train", XOR, "--nproc-per-node", "2", *sets(*stop), store=two)
+    assert code == 0, out + err
+    runs = [run_json(store, "xor-mlp") for store in (one, two)]
+    assert runs[0]["stopped_early"] and runs[1]["stopped_early"]
+    assert runs[0]["epochs"] == runs[1]["epochs"] < 200
+    assert runs[0]["best"]["epoch"] == runs[1]["best"]["epoch"]  # the same weights restored
+    assert_same_weights(weights(one, "xor-mlp"), weights(two, "xor-mlp"), 1e-4)
+
+
 def _sonnets_recipe(folder: Path) -> Path:
     raw = {
         "name": "poems",
@@ -344,6 +362,24 @@ def test_a_rank_that_dies_is_named_with_its_cause(tmp_path: Path) -> None:
     last = err.strip().splitlines()[-1]
     assert f"rank 1 (pid {ranks[1]}) failed, killed by SIGKILL" in last, err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_stops_every_rank_at_one_step_with_a_checkpoint(tmp_path: Path) -> None:
+    """The terminal's SIGINT reaches the launcher and every rank (and the agent forwards it
+    again): the ranks agree on a step, save, and the launcher says how to resume."""
+    store = tmp_path / "store"
+    proc = _start(store)
+    _checkpointed(store, 1, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "interrupted (SIGINT)" in err and "--nproc-per-node 2 --resume" in err, err
+    assert "mismatch" not in err and "Traceback" not in err, err
+    assert 0 < _checkpointed(store, 1)["epoch"] < 40
+    code, out, err = run_cli_process(
+        "train", XOR, "--resume", "--nproc-per-node", "2", *sets(*LONG), store=store
+    )
+    assert code == 0 and "resuming run" in out, out + err
 
 
 def test_max_restarts_restarts_the_ranks_and_they_resume(tmp_path: Path) -> None:

@@ -55,10 +55,12 @@ def run_ranks(
     overrides: list[str] | None,
     store: str | Path | None,
     resume: bool | str,
-    ranks: Launch,
+    ranks: Launch | int,
     source: str | None = None,
 ) -> Model:
-    """Run ``verb`` on ``recipe`` as ``ranks.nproc`` processes; the version rank 0 stored."""
+    """Run ``verb`` on ``recipe`` as ``ranks`` processes (a number, or the launcher's options);
+    the version rank 0 stored."""
+    ranks = Launch(ranks) if isinstance(ranks, int) else ranks
     if not isinstance(recipe, str | Path):
         raise RecipeError(
             "several processes read the recipe from its file: pass a recipe path, not a mapping"

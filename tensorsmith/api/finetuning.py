@@ -125,7 +125,7 @@ def finetune(
     store: str | Path | None = None,
     resume: bool | str = False,
     console: Console | None = None,
-    ranks: Launch | None = None,
+    ranks: Launch | int | None = None,
 ) -> Model:
     """Fine-tune from ``source`` (or ``finetune.from``) in rounds until the gate holds;
     ``ranks``: as that many processes (torchrun's launcher)."""

@@ -58,7 +58,7 @@ def train(
     store: str | Path | None = None,
     resume: bool | str = False,
     console: Console | None = None,
-    ranks: Launch | None = None,
+    ranks: Launch | int | None = None,
 ) -> Model:
     """Train a recipe and store the model as a new version; returns the stored model.
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from tensorsmith.errors import RecipeError, TrainingError, shorten
+from tensorsmith.errors import RecipeError, TrainingError, TrainingInterrupted, shorten
 
 __all__ = ["RESULT", "check_port", "check_world", "launch", "record_failure"]
 
@@ -79,6 +79,7 @@ def launch(
     result: Path | None = None,
 ) -> None:
     """Run ``python -m tensorsmith *argv`` as ``nproc`` ranks on this machine; wait for them."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -109,6 +110,12 @@ def launch(
         run(args)
     except ChildFailedError as exc:
         raise TrainingError(_failure(exc, nproc)) from None
+    except SignalException as exc:  # Ctrl-C or SIGTERM: the agent passed it to every rank
+        raise TrainingInterrupted(
+            f"interrupted ({signal.Signals(exc.sigval).name}): the ranks saved a checkpoint at "
+            f"the step they agreed on; `tensorsmith {argv[0]} RECIPE --nproc-per-node {nproc} "
+            "--resume` continues from it"
+        ) from None
     finally:
         os.environ.pop(RESULT, None)
 

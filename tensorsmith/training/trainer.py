@@ -168,6 +168,7 @@ class Trainer:
         if self.spec.threads:
             torch.set_num_threads(self.spec.threads)
         self.control = TrainControl()  # this run's own, before a signal can reach it
+        self._signalled = False
         previous = _catch_signals(self._on_signal)
         try:
             return self._fit(model, feed, loss_of, evaluate, param_groups, resume)
@@ -176,7 +177,14 @@ class Trainer:
             _restore_signals(previous)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        """SIGINT / SIGTERM: finish the step, save a checkpoint, stop (a second Ctrl-C kills)."""
+        """SIGINT / SIGTERM: finish the step, save a checkpoint, stop (a second Ctrl-C kills).
+
+        Several ranks: the signal waits for the next agreement (every rank stops at the same
+        step), and a second one (torchrun's agent forwards the terminal's) changes nothing.
+        """
+        self._signalled = True
+        if self.world.many:
+            return
         self.control.interrupted = True
         self.control.stop = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -401,7 +409,8 @@ class Trainer:
         if not self.world.many:
             return
         c = self.control
-        c.stop, c.save, c.interrupted = self.world.agree(c.stop, c.save, c.interrupted)
+        c.stop, c.save, c.interrupted = self.world.agree(c.stop, c.save, self._signalled)
+        c.stop = c.stop or c.interrupted
         if c.stop and c.stop_reason is None and not c.interrupted:
             c.stop_reason = "another rank stopped the run"
 
