@@ -131,6 +131,22 @@ def test_two_processes_follow_one_the_mlp_through_torchrun(tmp_path: Path) -> No
     assert proc.stdout.count("saved ") == 1  # rank 0 alone speaks
 
 
+def test_l_bfgs_on_the_full_batch_follows_one_process(tmp_path: Path) -> None:
+    """batch_size: full with L-BFGS (the linear example): 464 rows split 232 + 232, the line
+    search reading the global loss on both ranks."""
+    recipe = EXAMPLES / "windsor_housing" / "recipe.yaml"
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, out, err = run_cli("train", recipe, *sets("evaluate.plots=false"), store=one)
+    assert code == 0, out + err
+    code, out, err = run_cli_process(
+        "train", recipe, "--nproc-per-node", "2", *sets("evaluate.plots=false"), store=two
+    )
+    assert code == 0, out + err
+    name = "windsor-housing"
+    assert_same_curves(history(one, name), history(two, name), ["train_loss"])
+    assert_same_weights(weights(one, name), weights(two, name), 1e-4)
+
+
 def test_early_stopping_stops_every_rank_at_the_epoch_one_process_stops(tmp_path: Path) -> None:
     stop = [
         "train.epochs=200",

@@ -46,9 +46,10 @@ def strategy_for(setting: str, size: int) -> str:
     return setting
 
 
-def check_batch(batch_size: int, size: int) -> None:
-    """The global batch must split evenly over the ranks (each trains on batch / size rows)."""
-    if batch_size % size == 0:
+def check_batch(batch_size: int | str, size: int) -> None:
+    """The global batch must split evenly over the ranks (each trains on batch / size rows);
+    ``full`` (every row in one batch) splits as evenly as the rows do, weighted exactly."""
+    if not isinstance(batch_size, int) or batch_size % size == 0:
         return
     below = batch_size - batch_size % size
     nearest = " or ".join(str(b) for b in (below, below + size) if b > 0)
@@ -161,7 +162,7 @@ def _blocks(module: nn.Module) -> Iterator[nn.Module]:
     yield from blocks()
 
 
-def join(setting: str, batch_size: int) -> World:
+def join(setting: str, batch_size: int | str) -> World:
     """This process's world: one process, or a rank of a torchrun job (the group opened)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     strategy = strategy_for(setting, size)

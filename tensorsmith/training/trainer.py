@@ -334,21 +334,27 @@ class Trainer:
         if share:
             self.state.samples += round(batch[0].shape[0] * self.world.size / share)
 
-    def _closure_step(self, forward: LossOf, batch: Batch) -> None:
-        """One step of an optimizer that re-evaluates the loss (L-BFGS)."""
+    def _closure_step(self, forward: LossOf, batch: Batch, share: float = 1.0) -> None:
+        """One step of an optimizer that re-evaluates the loss (L-BFGS). Several ranks: the
+        closure returns the global batch's loss, so every rank's line search decides alike."""
         batch = self._to_device(batch)
 
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                loss = forward(self.net, batch)
+                loss = forward(self.net, batch) * share
             loss.backward()
+            if self.world.many:
+                loss = loss.detach().clone()
+                torch.distributed.all_reduce(loss)
+                loss /= self.world.size
             return loss
 
         loss = cast(torch.Tensor, self.optimizer.step(cast(Any, closure)))
-        self._loss_sum += loss.detach().float()
+        self._loss_sum += loss.detach().float()  # the global loss on every rank
         self._loss_count += 1
-        self.state.samples += batch[0].shape[0]
+        if share:
+            self.state.samples += round(batch[0].shape[0] * self.world.size / share)
         self._after_step()
 
     def _optimizer_step(self) -> None:
@@ -373,7 +379,7 @@ class Trainer:
             batches = zip(feed.batches(s.epoch, s.batch), shares, strict=False)
             for i, (batch, share) in enumerate(batches, start=s.batch):
                 if closure:
-                    self._closure_step(forward, batch)
+                    self._closure_step(forward, batch, share)
                 else:
                     self._micro(forward, batch, accum, share)
                     if accum > 1 and (i + 1) % accum and i + 1 != n_batches:
