@@ -33,8 +33,6 @@ from test_finetune import _poems_lm, _tiny_gpt2, _xor_child
 from tensorsmith.data.loading import shard_of
 
 XOR = EXAMPLES / "xor_mlp" / "recipe.yaml"
-# 120 train rows in batches of 14: the last batch has 8 rows, and its two parts differ in size
-# only when the world has 3 ranks; batch 14 over 2 ranks gives parts of 7
 SMALL = ["train.epochs=6", "train.batch_size=14", "evaluate.gate={}", "evaluate.plots=false"]
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="this torch has no torch.distributed"
@@ -103,15 +101,23 @@ def test_the_parts_of_a_batch_cover_it_once_and_weigh_its_rows(rows: int, size: 
 
 
 def test_two_processes_follow_one_the_mlp_through_torchrun(tmp_path: Path) -> None:
-    """The cluster form (torchrun -m tensorsmith) against one process, same global batch."""
+    """The cluster form (torchrun -m tensorsmith) against one process, same global batch.
+
+    199 of the moons leave 119 train rows: batches of 14 (7 + 7 rows a rank) and a last batch
+    of 7, cut 4 + 3, whose parts are weighted 8/7 and 6/7.
+    """
+    moons = (EXAMPLES / "xor_mlp" / "moons.csv").read_text().splitlines()
+    odd = tmp_path / "moons199.csv"
+    odd.write_text("\n".join(moons[:200]) + "\n")
+    small = [*SMALL, f"data.source={odd}"]
     one, two = tmp_path / "one", tmp_path / "two"
-    code, out, err = run_cli("train", XOR, *sets(*SMALL), store=one)
+    code, out, err = run_cli("train", XOR, *sets(*small), store=one)
     assert code == 0, out + err
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     port = str(_free_port())
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2"]
     proc = subprocess.run(
-        [*torchrun, f"--master-port={port}", "-m", "tensorsmith", *train(two, *SMALL)],
+        [*torchrun, f"--master-port={port}", "-m", "tensorsmith", *train(two, *small)],
         capture_output=True,
         text=True,
         env=env,
@@ -128,6 +134,7 @@ def test_two_processes_follow_one_the_mlp_through_torchrun(tmp_path: Path) -> No
     assert [r["rank"] for r in record["ranks"]] == [0, 1]
     assert all(r["samples_per_second"] > 0 for r in record["ranks"])
     assert "distributed" not in run_json(one, "xor-mlp")
+    assert run_json(one, "xor-mlp")["rows"]["train"] == 119
     assert proc.stdout.count("saved ") == 1  # rank 0 alone speaks
 
 
