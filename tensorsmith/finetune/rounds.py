@@ -101,6 +101,9 @@ def run_rounds(
         task.recipe = _round_recipe(recipe, spec, r)
         plan = plan_round(spec, weights, lr, decay, r)
         console.print(f"{recipe.name}: round {r} of {spec.rounds}", markup=False)
+        run.info["round"] = r  # a checkpoint says its round: a kill after a round was recorded
+        if resume and resume.get("round", r) != r:  # but before its checkpoint went is not
+            resume = None  # resumed into the next round
         trained = train_module(
             task, prepared, evaluator.in_loop if evaluator.has_valid else None, console, cache,
             run.load if resume else None, run.save, monitor_mode, adapt=plan, world=run.world,
