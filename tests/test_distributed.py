@@ -321,10 +321,33 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     store = root / "store"
     proc = _start(store)
     saved = _checkpointed(store, 2, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
+    ranks = _ranks_of(proc.pid)
+    for pid in [proc.pid, *ranks.values()]:  # every process at once, as an OOM kill or a
+        os.kill(pid, signal.SIGKILL)  # preempted node does: the last checkpoint is what is left
     proc.wait()
+    _gone(ranks.values())
     assert 0 < saved["epoch"] < 40 and saved["world_size"] == 2
     return store, whole
+
+
+def _gone(pids: Any, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        assert time.time() < deadline, f"ranks {list(pids)} still run"
+        time.sleep(0.05)
+
+
+def test_ranks_stop_with_a_checkpoint_when_the_launcher_is_killed(tmp_path: Path) -> None:
+    """torchrun starts the ranks in sessions of their own; they must not train on orphaned."""
+    store = tmp_path / "store"
+    proc = _start(store)
+    _checkpointed(store, 1, proc)
+    ranks = _ranks_of(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _gone(ranks.values())
+    left = _checkpointed(store, 1)
+    assert 0 < left["epoch"] < 40 and not (store / "xor-mlp").exists()
 
 
 @pytest.mark.parametrize("nproc", [2, 1])

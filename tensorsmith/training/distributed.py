@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -35,9 +37,12 @@ TIMEOUT = dt.timedelta(minutes=10)  # a collective that waits this long has lost
 
 
 def strategy_for(setting: str, size: int) -> str:
-    """The strategy of ``train.distributed`` for ``size`` processes."""
+    """The strategy of ``train.distributed`` for ``size`` processes (one process has nothing to
+    share or shard: it trains alone, and resumes a checkpoint of any strategy)."""
+    if size == 1:
+        return "none"
     if setting == "auto":
-        return "ddp" if size > 1 else "none"
+        return "ddp"
     if setting == "none" and size > 1:
         raise RecipeError(
             f"train.distributed is none but {size} processes run; set it to ddp or fsdp, or "
@@ -169,6 +174,8 @@ def join(setting: str, batch_size: int | str) -> World:
     if size == 1:
         return World(strategy=strategy)
     check_batch(batch_size, size)
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        _stop_with_the_agent()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     device = f"cuda:{local}" if cuda else "cpu"
@@ -179,6 +186,21 @@ def join(setting: str, batch_size: int | str) -> World:
         store = _store(rank, size)
         dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=TIMEOUT)
     return World(rank, size, local, strategy, backend, device)
+
+
+def _stop_with_the_agent() -> None:
+    """torchrun starts each rank in a session of its own, so a launcher killed with SIGKILL
+    would leave its ranks training. On Linux a rank asks for SIGTERM when its parent (the
+    agent) dies: the ranks then agree on a step, save a checkpoint and stop."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the agent died before the request: stop now
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _store(rank: int, size: int) -> dist.Store:
