@@ -88,9 +88,8 @@ def run_recipe(
     started = time.perf_counter()
     root = store_root(store)
     check_writable(root)
-    world = join(
-        parsed.train.distributed, parsed.train.batch_size
-    )  # one process, or a rank of a torchrun job
+    # one process, or a rank of a torchrun job (the process group opened)
+    world = join(parsed.train.distributed, parsed.train.batch_size)
     try:
         out = console or Console(highlight=False)
         if not world.main:  # rank 0 alone speaks

@@ -2,11 +2,13 @@
 
 ```
 <store>/.checkpoints/<name>/<run id>/
-  meta.json        run id, start time, the resolved recipe, the data fingerprint
-  checkpoint/      the trainer's whole state (torch.distributed.checkpoint: every rank writes
-                   its shards, so a run resumes with another number of processes)
-  checkpoint.json  step, epoch, world size and strategy of that checkpoint
-  run.lock         held (flock) by the live process (rank 0); the OS lets go when it dies
+  meta.json          run id, start time, the resolved recipe, the data fingerprint
+  checkpoint/        the model and optimizer by parameter name (torch.distributed.checkpoint:
+                     every rank writes its shards, so a run resumes with another number of
+                     processes), and beside them
+    trainer.pt       rank 0's trainer state (schedules, RNG, history, callbacks; weights only)
+    tensorsmith.json step, epoch, world size, strategy (and a fine-tune's round)
+  run.lock           held (flock) by the live process (rank 0); the OS lets go when it dies
 ```
 
 A checkpoint is written into ``checkpoint.tmp/`` and swapped in whole: a killed process leaves
