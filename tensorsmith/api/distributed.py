@@ -20,7 +20,7 @@ from tensorsmith.tasks.predictor import Predictor
 from tensorsmith.training.distributed import check_batch, strategy_for
 from tensorsmith.training.launch import check_world, launch
 
-__all__ = ["Launch", "run_ranks"]
+__all__ = ["Launch", "check_ranks", "run_ranks"]
 
 
 class Launch:
@@ -37,7 +37,9 @@ class Launch:
         return cls(nproc, max_restarts, port) if nproc is not None else None
 
 
-def _check(parsed: Recipe, nproc: int) -> None:
+def check_ranks(parsed: Recipe, nproc: int) -> None:
+    """What ``nproc`` ranks of this recipe need: checked by the launcher before it starts them,
+    and by each rank (``torchrun -m tensorsmith`` starts ranks without our launcher)."""
     strategy = strategy_for(parsed.train.distributed, nproc)
     check_batch(parsed.train.batch_size, nproc)
     if strategy == "fsdp" and not shardable(parsed.model.arch):
@@ -65,8 +67,8 @@ def run_ranks(
         raise RecipeError(
             "several processes read the recipe from its file: pass a recipe path, not a mapping"
         )
-    check_world(ranks.nproc)
-    _check(parsed, ranks.nproc)
+    check_world(ranks.nproc)  # first: the other checks divide by it
+    check_ranks(parsed, ranks.nproc)
     argv = [verb, str(Path(recipe).resolve())]
     argv += [a for s in overrides or [] for a in ("--set", s)]
     if store is not None:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from tensorsmith.api.distributed import Launch, run_ranks
+from tensorsmith.api.distributed import Launch, check_ranks, run_ranks
 from tensorsmith.api.finetuning import Extras, fine_tune, promote_passed
 from tensorsmith.api.model import Model
 from tensorsmith.api.recipes import RecipeLike, validate
@@ -89,8 +89,10 @@ def run_recipe(
     root = store_root(store)
     check_writable(root)
     # one process, or a rank of a torchrun job (the process group opened)
-    world = join(parsed.train.distributed, parsed.train.batch_size)
+    world = join(parsed.train.distributed)
     try:
+        if world.many:
+            check_ranks(parsed, world.size)
         out = console or Console(highlight=False)
         if not world.main:  # rank 0 alone speaks
             out = Console(quiet=True)

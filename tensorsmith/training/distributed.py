@@ -21,7 +21,6 @@ import datetime as dt
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -132,7 +131,8 @@ class World:
             policy = MixedPrecisionPolicy(
                 param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32
             )
-            for block in _blocks(module):
+            # the architecture names its blocks (api.distributed.check_ranks made sure)
+            for block in cast(Any, module).fsdp_blocks():
                 fully_shard(block, mesh=mesh, mp_policy=policy)
             fully_shard(module, mesh=mesh, mp_policy=policy)
         return module
@@ -157,23 +157,12 @@ class World:
         set_model_state_dict(module, cast(dict[str, Any], weights), options=options)
 
 
-def _blocks(module: nn.Module) -> Iterator[nn.Module]:
-    blocks = getattr(module, "fsdp_blocks", None)
-    if not callable(blocks):
-        raise RecipeError(
-            f"train.distributed: fsdp shards a model by its blocks, and {type(module).__name__} "
-            "has none; use ddp (every architecture), or fsdp with the gpt or hf architectures"
-        )
-    yield from blocks()
-
-
-def join(setting: str, batch_size: int | str) -> World:
+def join(setting: str) -> World:
     """This process's world: one process, or a rank of a torchrun job (the group opened)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     strategy = strategy_for(setting, size)
     if size == 1:
         return World(strategy=strategy)
-    check_batch(batch_size, size)
     if os.environ.get("TORCHELASTIC_RUN_ID"):
         _stop_with_the_agent()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))

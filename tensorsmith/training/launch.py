@@ -83,8 +83,7 @@ def launch(
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    check_world(nproc)
-    if port is not None:
+    if port is not None:  # the caller checked the number of ranks (check_world)
         check_port(port)
     if max_restarts < 0:
         raise RecipeError(f"--max-restarts must be 0 or more, got {max_restarts}")
