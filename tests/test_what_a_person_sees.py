@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -72,6 +73,39 @@ def test_the_live_line_keeps_counter_loss_and_eta_at_80_columns(tmp_path: Path) 
         assert re.match(r"epoch \d+/40 ", frame), frame
         assert "loss " in frame and "eta " in frame, frame
     assert any("val " in f for f in frames)  # the valid loss shows when it fits
+
+
+def test_the_live_loss_mid_epoch_is_the_epochs_mean_so_far() -> None:
+    """What the live line shows between evaluations: at the epoch's last batch it is the
+    epoch's train_loss (a sum of batch losses once showed 15× the loss)."""
+    import torch
+
+    from tensorsmith.data.loading import EpochFeed, Tensors
+    from tensorsmith.recipe import parse_recipe
+    from tensorsmith.training.state import Callback
+    from tensorsmith.training.trainer import Trainer
+
+    raw = yaml.safe_load(XOR.read_text())
+    raw["train"].update(epochs=2, batch_size=10)
+    spec = parse_recipe(raw, base_dir=XOR.parent).train
+    seen: list[tuple[int, int, float]] = []
+
+    class Watch(Callback):
+        wants_steps = True
+
+        def on_step_end(self, state: TrainState, control: TrainControl, loss: Any) -> None:
+            seen.append((state.epoch, state.batch, float(loss)))
+
+    torch.manual_seed(0)
+    x, y = torch.randn(120, 2), torch.randint(0, 2, (120, 1)).float()
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sigmoid(), torch.nn.Linear(3, 1))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    fit = Trainer(spec, [Watch()]).fit(
+        model, EpochFeed(Tensors(x, y), 10, 0), lambda m, b: bce(m(b[0]), b[1])
+    )
+    for epoch, row in enumerate(fit.history):
+        last = [loss for e, b, loss in seen if e == epoch and b == 12]
+        assert last == [pytest.approx(row["train_loss"], rel=1e-6)]
 
 
 def test_fields_are_dropped_least_important_first() -> None:

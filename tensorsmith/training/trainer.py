@@ -386,8 +386,10 @@ class Trainer:
                         continue
                     self._optimizer_step()
                 s.batch = i + 1
-                for cb in step_callbacks:
-                    cb.on_step_end(s, control, self._loss_sum)
+                if step_callbacks:  # the epoch's mean loss so far, as the step loop gives
+                    loss = self._loss_sum / max(self._loss_count, 1)
+                    for cb in step_callbacks:
+                        cb.on_step_end(s, control, loss)
                 self._agree()
                 if control.interrupted:
                     return
